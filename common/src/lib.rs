@@ -1,0 +1,8 @@
+//! What `ethrpc-exporter` and `ethrpc-actuator` share: the one config file both read, the small
+//! HTTP server behind their `/metrics` and health endpoints, and process set-up (logging, signals).
+
+pub mod config;
+pub mod envsubst;
+pub mod http_server;
+pub mod process;
+pub mod secret;

@@ -1,0 +1,49 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use common::config::Config;
+use common::process::{init_logging, shutdown_signal, LogFormat};
+
+/// Probes Ethereum JSON-RPC providers and serves what it finds as Prometheus metrics.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The ethrpc config file (TOML).
+    #[arg(long, env = "ETHRPC_CONFIG", default_value = "ethrpc.toml")]
+    config: PathBuf,
+    /// Overrides `[exporter] listen`.
+    #[arg(long, env = "ETHRPC_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// `text` or `json`.
+    #[arg(long, env = "ETHRPC_LOG_FORMAT", default_value = "text", value_parser = LogFormat::from_str)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validates FILE and prints it as understood, with secrets redacted.
+    CheckConfig { file: PathBuf },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = cli.command {
+        let config = Config::load(&file)?;
+        print!("{config}");
+        return Ok(());
+    }
+    init_logging(cli.log_format);
+    let config = Config::load(&cli.config)?;
+    let address = cli.listen.unwrap_or(config.exporter.listen);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    exporter::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}

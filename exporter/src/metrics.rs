@@ -1,0 +1,110 @@
+//! The exporter's Prometheus metrics. Labels are config names and the fixed [`Reason`] set only.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::reason::Reason;
+
+/// Every series the exporter publishes, registered in its own registry.
+pub struct Metrics {
+    registry: Registry,
+    pub up: GaugeVec,
+    pub chain_id_match: GaugeVec,
+    pub probe_duration: GaugeVec,
+    pub request_duration: HistogramVec,
+    pub block_number: GaugeVec,
+    pub block_timestamp: GaugeVec,
+    pub block_age: GaugeVec,
+    pub block_lag: GaugeVec,
+    pub chain_head: GaugeVec,
+    pub probes: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub last_probe: GaugeVec,
+}
+
+const PROVIDER: &[&str] = &["chain", "provider"];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ethrpc_request_duration_seconds",
+                "Round trip of successful probes (eth_getBlockByNumber latest).",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0,
+            ]),
+            PROVIDER,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(request_duration.clone()))
+            .expect("unique metric");
+        let build_info = gauge(
+            "ethrpc_exporter_build_info",
+            "Always 1; the version label says which exporter runs.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        Self {
+            up: gauge("ethrpc_up", "1 if the last probe succeeded and the chain id matches, else 0.", PROVIDER),
+            chain_id_match: gauge("ethrpc_chain_id_match", "1 if the provider's eth_chainId matches the config, 0 if not; absent until checked.", PROVIDER),
+            probe_duration: gauge("ethrpc_probe_duration_seconds", "Round trip of the last successful probe.", PROVIDER),
+            request_duration,
+            block_number: gauge("ethrpc_block_number", "Latest block number the provider reported; absent until it answers.", PROVIDER),
+            block_timestamp: gauge("ethrpc_block_timestamp_seconds", "Unix timestamp of the provider's latest block.", PROVIDER),
+            block_age: gauge("ethrpc_block_age_seconds", "Time of the last probe round minus the provider's latest block timestamp.", PROVIDER),
+            block_lag: gauge("ethrpc_block_lag", "Blocks the provider's latest block is behind the chain head (0 or more).", PROVIDER),
+            chain_head: gauge("ethrpc_chain_head_block_number", "Chain head: highest block of the last round, or the second highest when three or more providers answered.", &["chain"]),
+            probes: counter("ethrpc_probes_total", "Probes made (chain id check and head block request count as one).", PROVIDER),
+            errors: counter("ethrpc_probe_errors_total", "Failed probes by reason.", &["chain", "provider", "reason"]),
+            last_probe: gauge("ethrpc_last_probe_timestamp_seconds", "Unix time the last probe of this provider finished, successful or not.", PROVIDER),
+            registry,
+        }
+    }
+
+    /// Creates the series that exist from the start: `up` at 0 and zeroed counters.
+    pub fn register_provider(&self, chain: &str, provider: &str) {
+        let labels = [chain, provider];
+        self.up.with_label_values(&labels).set(0.0);
+        self.probes.with_label_values(&labels);
+        self.request_duration.with_label_values(&labels);
+        for reason in Reason::ALL {
+            self.errors
+                .with_label_values(&[chain, provider, reason.as_str()]);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

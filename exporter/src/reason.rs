@@ -1,0 +1,54 @@
+//! The fixed set of reasons a probe fails, used as the `reason` label: a closed set keeps the
+//! label's cardinality bounded whatever a provider answers.
+
+use std::fmt;
+
+/// Why a probe did not yield a usable block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Timeout,
+    Connect,
+    Tls,
+    HttpStatus,
+    RateLimited,
+    RpcError,
+    InvalidResponse,
+    TooLarge,
+    WrongChain,
+}
+
+impl Reason {
+    /// Every reason, for pre-creating counters at zero so that `rate()` works from the start.
+    pub const ALL: [Reason; 9] = [
+        Reason::Timeout,
+        Reason::Connect,
+        Reason::Tls,
+        Reason::HttpStatus,
+        Reason::RateLimited,
+        Reason::RpcError,
+        Reason::InvalidResponse,
+        Reason::TooLarge,
+        Reason::WrongChain,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Connect => "connect",
+            Reason::Tls => "tls",
+            Reason::HttpStatus => "http_status",
+            Reason::RateLimited => "rate_limited",
+            Reason::RpcError => "rpc_error",
+            Reason::InvalidResponse => "invalid_response",
+            Reason::TooLarge => "too_large",
+            Reason::WrongChain => "wrong_chain",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,77 @@
+//! The exporter's HTTP endpoints: `/metrics`, `/healthz`, `/readyz` and a status page at `/`.
+
+use std::fmt::Write as _;
+
+use common::http_server::Reply;
+
+use crate::Exporter;
+
+/// Answers one GET.
+pub fn route(exporter: &Exporter, path: &str) -> Reply {
+    match path {
+        "/metrics" => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: exporter.metrics.render(),
+        },
+        "/healthz" => Reply::text(200, "ok\n"),
+        "/readyz" if exporter.ready() => Reply::text(200, "ready\n"),
+        "/readyz" => Reply::text(503, "waiting for the first probe round\n"),
+        "/" => Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: status_page(exporter),
+        },
+        _ => Reply::text(404, "not found; try /metrics, /healthz, /readyz or /\n"),
+    }
+}
+
+/// One row per provider, by name (names are `[A-Za-z0-9_.:-]`, so need no escaping; error
+/// details do).
+fn status_page(exporter: &Exporter) -> String {
+    let mut html = String::from(
+        "<!doctype html><html><head><title>ethrpc-exporter</title></head><body>\
+         <h1>ethrpc-exporter</h1><p><a href=\"/metrics\">/metrics</a></p>",
+    );
+    for prober in &exporter.chains {
+        let config = prober.config();
+        let view = prober.view();
+        let head = view.head.map_or("unknown".to_owned(), |h| h.to_string());
+        let _ = write!(
+            html,
+            "<h2>{} (chain id {}, head {head})</h2><table border=1 cellpadding=4>\
+             <tr><th>provider</th><th>state</th><th>latency</th><th>block</th><th>lag</th>\
+             <th>age</th><th>last error</th></tr>",
+            config.name, config.chain_id
+        );
+        for (p, pv) in config.providers.iter().zip(&view.providers) {
+            let state = match (pv.up, &pv.last_error) {
+                (None, _) => "unknown".to_owned(),
+                (Some(true), _) => "up".to_owned(),
+                (Some(false), Some(e)) => format!("down: {}", e.reason),
+                (Some(false), None) => "down".to_owned(),
+            };
+            let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                p.name,
+                opt(pv.latency.map(|l| format!("{} ms", l.as_millis()))),
+                opt(pv.block.as_ref().map(|b| b.number.to_string())),
+                opt(pv.lag.map(|l| l.to_string())),
+                opt(pv.age_seconds.map(|a| format!("{a:.0} s"))),
+                escape(&opt(pv.last_error.as_ref().map(|e| e.detail.clone()))),
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

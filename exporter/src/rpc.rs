@@ -1,0 +1,385 @@
+//! JSON-RPC calls to one provider, with a deadline and a size limit, turning every way a
+//! provider can fail into a [`Reason`] and a detail text that never contains the URL.
+
+use std::error::Error as _;
+use std::time::{Duration, SystemTime};
+
+use common::config::ProviderConfig;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::reason::Reason;
+
+/// The longest `Retry-After` honoured, so a provider cannot switch probing off for long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Longest provider error message kept for logs and the status page.
+const MAX_DETAIL: usize = 200;
+
+/// A failed call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeError {
+    pub reason: Reason,
+    /// Human-readable, URL-free explanation.
+    pub detail: String,
+    /// From a `429`: skip this provider until then.
+    pub retry_after: Option<Duration>,
+}
+
+impl ProbeError {
+    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        let mut detail: String = detail.into();
+        if detail.len() > MAX_DETAIL {
+            let cut = (0..=MAX_DETAIL)
+                .rev()
+                .find(|i| detail.is_char_boundary(*i))
+                .unwrap_or(0);
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        Self {
+            reason,
+            detail,
+            retry_after: None,
+        }
+    }
+}
+
+/// The head block as a provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub number: u64,
+    /// Unix seconds.
+    pub timestamp: u64,
+    pub hash: String,
+}
+
+/// The two HTTP clients all providers share (one verifies TLS, one does not, for providers that
+/// opted out). Sharing keeps memory flat with a thousand providers.
+#[derive(Clone)]
+pub struct HttpClients {
+    verified: reqwest::Client,
+    insecure: reqwest::Client,
+}
+
+impl HttpClients {
+    pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
+        let build = |insecure: bool| {
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .danger_accept_invalid_certs(insecure)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .user_agent(concat!("ethrpc-exporter/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        Ok(Self {
+            verified: build(false)?,
+            insecure: build(true)?,
+        })
+    }
+}
+
+/// One provider as the prober calls it.
+pub struct Rpc<'a> {
+    client: &'a reqwest::Client,
+    provider: &'a ProviderConfig,
+    timeout: Duration,
+    max_bytes: usize,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    result: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<RpcErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct RpcErrorBody {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawBlock {
+    number: String,
+    timestamp: String,
+    hash: String,
+}
+
+impl<'a> Rpc<'a> {
+    pub fn new(
+        clients: &'a HttpClients,
+        provider: &'a ProviderConfig,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Self {
+        let client = if provider.insecure_skip_verify {
+            &clients.insecure
+        } else {
+            &clients.verified
+        };
+        Self {
+            client,
+            provider,
+            timeout,
+            max_bytes,
+        }
+    }
+
+    /// `eth_chainId`.
+    pub async fn chain_id(&self) -> Result<u64, ProbeError> {
+        let hex: String = self.call("eth_chainId", json!([])).await?;
+        parse_quantity(&hex).ok_or_else(|| {
+            ProbeError::new(
+                Reason::InvalidResponse,
+                "eth_chainId result is not a hex quantity",
+            )
+        })
+    }
+
+    /// `eth_getBlockByNumber("latest", false)`.
+    pub async fn latest_block(&self) -> Result<Block, ProbeError> {
+        let raw: Option<RawBlock> = self
+            .call("eth_getBlockByNumber", json!(["latest", false]))
+            .await?;
+        let raw =
+            raw.ok_or_else(|| ProbeError::new(Reason::InvalidResponse, "latest block is null"))?;
+        let bad = |field: &str| {
+            ProbeError::new(
+                Reason::InvalidResponse,
+                format!("block {field} is not a valid hex value"),
+            )
+        };
+        let hash_ok = raw.hash.len() == 66
+            && raw.hash.starts_with("0x")
+            && raw.hash[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        Ok(Block {
+            number: parse_quantity(&raw.number).ok_or_else(|| bad("number"))?,
+            timestamp: parse_quantity(&raw.timestamp).ok_or_else(|| bad("timestamp"))?,
+            hash: if hash_ok {
+                raw.hash
+            } else {
+                return Err(bad("hash"));
+            },
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<T, ProbeError> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let bytes = tokio::time::timeout(self.timeout, self.post(&body))
+            .await
+            .map_err(|_| {
+                ProbeError::new(
+                    Reason::Timeout,
+                    format!("no complete answer within {:?}", self.timeout),
+                )
+            })??;
+        decode(method, &bytes)
+    }
+
+    fn https(&self) -> bool {
+        self.provider.url.expose().scheme() == "https"
+    }
+
+    async fn post(&self, body: &serde_json::Value) -> Result<Vec<u8>, ProbeError> {
+        let mut response = self
+            .client
+            .post(self.provider.url.expose().clone())
+            .headers(self.provider.headers.expose().clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| transport_error(e, self.https()))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let mut e = ProbeError::new(Reason::RateLimited, "HTTP 429 Too Many Requests");
+            e.retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            return Err(e);
+        }
+        if !status.is_success() {
+            return Err(ProbeError::new(
+                Reason::HttpStatus,
+                format!("HTTP {status}"),
+            ));
+        }
+        let too_large = || {
+            ProbeError::new(
+                Reason::TooLarge,
+                format!("response body over {} bytes", self.max_bytes),
+            )
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(e, self.https()))?
+        {
+            if bytes.len() + chunk.len() > self.max_bytes {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+}
+
+fn decode<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, ProbeError> {
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| {
+        ProbeError::new(
+            Reason::InvalidResponse,
+            format!("{method}: body is not a JSON-RPC response ({e})"),
+        )
+    })?;
+    if let Some(error) = envelope.error {
+        let code = error.code.map_or(String::new(), |c| format!(" {c}"));
+        let message = error.message.unwrap_or_default();
+        return Err(ProbeError::new(
+            Reason::RpcError,
+            format!("{method}: JSON-RPC error{code}: {message}"),
+        ));
+    }
+    let result = envelope.result.ok_or_else(|| {
+        ProbeError::new(
+            Reason::InvalidResponse,
+            format!("{method}: response has no result"),
+        )
+    })?;
+    serde_json::from_value(result).map_err(|e| {
+        ProbeError::new(
+            Reason::InvalidResponse,
+            format!("{method}: unexpected result ({e})"),
+        )
+    })
+}
+
+/// Classifies a transport failure. `reqwest`'s own `Display` includes the URL, so only the
+/// messages of its sources are used. On an `https` URL, a connect failure that is neither the
+/// name lookup nor the TCP connection is the TLS handshake (rustls' error arrives boxed inside
+/// the connector's, so its type cannot be relied on).
+fn transport_error(e: reqwest::Error, https: bool) -> ProbeError {
+    let e = e.without_url();
+    let mut causes = Vec::new();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let detail = if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    };
+    let network = detail.contains("dns error") || detail.contains("tcp connect error");
+    let reason = if e.is_timeout() {
+        Reason::Timeout
+    } else if https && e.is_connect() && !network {
+        Reason::Tls
+    } else {
+        Reason::Connect
+    };
+    ProbeError::new(reason, detail)
+}
+
+/// Parses a JSON-RPC quantity: `0x` and 1 to 16 hex digits.
+pub fn parse_quantity(hex: &str) -> Option<u64> {
+    let digits = hex.strip_prefix("0x")?;
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or_default(),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse_strictly() {
+        assert_eq!(parse_quantity("0x0"), Some(0));
+        assert_eq!(parse_quantity("0x1b4"), Some(436));
+        assert_eq!(parse_quantity("0xffffffffffffffff"), Some(u64::MAX));
+        for bad in [
+            "",
+            "0x",
+            "1b4",
+            "0xzz",
+            "0x10000000000000000",
+            "0x-1",
+            "0x+1",
+        ] {
+            assert_eq!(parse_quantity(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("99999", now), Some(MAX_RETRY_AFTER));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn decoding_names_each_kind_of_bad_body() {
+        let reason = |body: &str| decode::<String>("m", body.as_bytes()).unwrap_err().reason;
+        assert_eq!(reason("<html>"), Reason::InvalidResponse);
+        assert_eq!(
+            reason(r#"{"jsonrpc":"2.0","id":1}"#),
+            Reason::InvalidResponse
+        );
+        assert_eq!(reason(r#"{"id":1,"result":17}"#), Reason::InvalidResponse);
+        assert_eq!(
+            reason(r#"{"id":1,"error":{"code":-32000,"message":"boom"}}"#),
+            Reason::RpcError
+        );
+        let ok: String = decode("m", br#"{"id":1,"result":"0x1"}"#).unwrap();
+        assert_eq!(ok, "0x1");
+    }
+
+    #[test]
+    fn long_details_are_cut_on_a_char_boundary() {
+        let e = ProbeError::new(Reason::RpcError, "é".repeat(300));
+        assert!(e.detail.len() <= MAX_DETAIL + '…'.len_utf8());
+        assert!(e.detail.ends_with('…'));
+    }
+}
