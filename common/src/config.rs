@@ -37,6 +37,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub exporter: ExporterConfig,
+    pub actuator: ActuatorConfig,
     pub chains: Vec<ChainConfig>,
 }
 
@@ -61,6 +62,147 @@ pub struct ChainConfig {
     pub chain_id: u64,
     pub backend: Name,
     pub providers: Vec<ProviderConfig>,
+    /// `[policy]` with this chain's overrides applied.
+    pub policy: PolicyConfig,
+}
+
+/// `[actuator]`: where the actuator reads and writes, and how often.
+#[derive(Debug, Clone)]
+pub struct ActuatorConfig {
+    pub listen: SocketAddr,
+    pub prometheus_url: Url,
+    pub haproxy: HaproxyAddress,
+    pub interval: Duration,
+    /// Deadline of one Prometheus query.
+    pub query_timeout: Duration,
+    /// Deadline of one HAProxy admin-socket exchange.
+    pub haproxy_timeout: Duration,
+    /// Range of the latency and error-ratio signals (`[W]` in the default queries).
+    pub signal_window: Duration,
+    /// A provider whose last probe is older than this counts as missing (fail static).
+    pub max_data_age: Duration,
+    pub queries: Queries,
+}
+
+/// The PromQL behind each signal; each yields one sample per `chain`/`provider`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queries {
+    pub up: String,
+    pub chain_id_match: String,
+    pub block_lag: String,
+    pub block_age: String,
+    pub latency: String,
+    pub error_ratio: String,
+    pub last_probe: String,
+}
+
+impl Queries {
+    /// The default queries over the exporter's metrics. With several exporters (an HA pair) the
+    /// worst view counts. Latency is the median over the window, so one slow probe cannot eject.
+    pub fn defaults(window: Duration) -> Self {
+        let w = format!("{}ms", window.as_millis());
+        let by = "by (chain, provider)";
+        Self {
+            up: format!("min {by} (ethrpc_up)"),
+            chain_id_match: format!("min {by} (ethrpc_chain_id_match)"),
+            block_lag: format!("max {by} (ethrpc_block_lag)"),
+            block_age: format!("max {by} (ethrpc_block_age_seconds)"),
+            latency: format!(
+                "max {by} (quantile_over_time(0.5, ethrpc_probe_duration_seconds[{w}]))"
+            ),
+            error_ratio: format!(
+                "sum {by} (increase(ethrpc_probe_errors_total[{w}])) / sum {by} (increase(ethrpc_probes_total[{w}]))"
+            ),
+            last_probe: format!("max {by} (ethrpc_last_probe_timestamp_seconds)"),
+        }
+    }
+}
+
+/// Where HAProxy's admin socket is. A TCP socket must be on loopback: whoever reaches it is admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaproxyAddress {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl std::str::FromStr for HaproxyAddress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(
+                    "unix: needs a socket path, e.g. \"unix:/run/haproxy/actuator.sock\"".into(),
+                );
+            }
+            return Ok(Self::Unix(path.into()));
+        }
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|_| format!("{addr:?} is not an address; write \"tcp:127.0.0.1:9999\""))?;
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "{addr} is not a loopback address; the admin socket gives full control of HAProxy, so use a Unix socket or tcp:127.0.0.1:PORT"
+                ));
+            }
+            return Ok(Self::Tcp(addr));
+        }
+        Err(format!("{s:?} must start with unix: or tcp:"))
+    }
+}
+
+impl fmt::Display for HaproxyAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// How healthy servers share traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// Every healthy server gets the full weight.
+    Equal,
+    /// Weight inversely proportional to (bucketed) latency.
+    Latency,
+}
+
+/// The weighting policy's thresholds (`[policy]`, overridable per chain).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    pub max_block_lag: u64,
+    pub max_block_age: Duration,
+    pub max_latency: Duration,
+    pub max_error_ratio: f64,
+    pub weighting: Weighting,
+    pub readmit_after: u32,
+    pub slow_start: Duration,
+    /// Weight of the best server, 1..=256.
+    pub full_weight: u32,
+    /// Weight changes smaller than this are not written.
+    pub deadband: u32,
+    /// Latencies are rounded up to multiples of this before weighting.
+    pub latency_bucket: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            max_block_lag: 3,
+            max_block_age: Duration::from_secs(60),
+            max_latency: Duration::from_millis(1500),
+            max_error_ratio: 0.5,
+            weighting: Weighting::Latency,
+            readmit_after: 3,
+            slow_start: Duration::from_secs(10),
+            full_weight: 100,
+            deadband: 5,
+            latency_bucket: Duration::from_millis(100),
+        }
+    }
 }
 
 /// One `[[chain.provider]]`.
@@ -110,39 +252,64 @@ impl fmt::Display for Name {
 impl fmt::Display for Config {
     /// The config as understood, in TOML form, with URLs and header values redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dur = |d: Duration| humantime::format_duration(d).to_string();
         let e = &self.exporter;
-        writeln!(f, "[exporter]")?;
-        writeln!(f, "listen = \"{}\"", e.listen)?;
-        writeln!(
-            f,
-            "probe_interval = \"{}\"",
-            humantime::format_duration(e.probe_interval)
-        )?;
-        writeln!(
-            f,
-            "probe_timeout = \"{}\"",
-            humantime::format_duration(e.probe_timeout)
-        )?;
-        writeln!(
-            f,
-            "chain_id_interval = \"{}\"",
-            humantime::format_duration(e.chain_id_interval)
-        )?;
+        writeln!(f, "[exporter]\nlisten = \"{}\"", e.listen)?;
+        writeln!(f, "probe_interval = \"{}\"", dur(e.probe_interval))?;
+        writeln!(f, "probe_timeout = \"{}\"", dur(e.probe_timeout))?;
+        writeln!(f, "chain_id_interval = \"{}\"", dur(e.chain_id_interval))?;
         writeln!(f, "max_concurrent_probes = {}", e.max_concurrent_probes)?;
         writeln!(f, "max_response_bytes = {}", e.max_response_bytes)?;
+        let a = &self.actuator;
+        writeln!(f, "\n[actuator]\nlisten = \"{}\"", a.listen)?;
+        writeln!(f, "prometheus_url = \"{}\"", a.prometheus_url)?;
+        writeln!(f, "haproxy = \"{}\"", a.haproxy)?;
+        for (key, value) in [
+            ("interval", a.interval),
+            ("query_timeout", a.query_timeout),
+            ("haproxy_timeout", a.haproxy_timeout),
+            ("signal_window", a.signal_window),
+            ("max_data_age", a.max_data_age),
+        ] {
+            writeln!(f, "{key} = \"{}\"", dur(value))?;
+        }
+        let q = &a.queries;
+        writeln!(f, "\n[actuator.queries]")?;
+        for (key, query) in [
+            ("up", &q.up),
+            ("chain_id_match", &q.chain_id_match),
+            ("block_lag", &q.block_lag),
+            ("block_age", &q.block_age),
+            ("latency", &q.latency),
+            ("error_ratio", &q.error_ratio),
+            ("last_probe", &q.last_probe),
+        ] {
+            writeln!(f, "{key} = {query:?}")?;
+        }
         for c in &self.chains {
+            writeln!(f, "\n[[chain]]\nname = \"{}\"", c.name)?;
+            writeln!(f, "chain_id = {}\nbackend = \"{}\"", c.chain_id, c.backend)?;
+            let p = &c.policy;
+            let weighting = match p.weighting {
+                Weighting::Equal => "equal",
+                Weighting::Latency => "latency",
+            };
+            writeln!(f, "max_block_lag = {}", p.max_block_lag)?;
+            writeln!(f, "max_block_age = \"{}\"", dur(p.max_block_age))?;
+            writeln!(f, "max_latency = \"{}\"", dur(p.max_latency))?;
+            writeln!(f, "max_error_ratio = {}", p.max_error_ratio)?;
+            writeln!(f, "weighting = \"{weighting}\"")?;
+            writeln!(f, "readmit_after = {}", p.readmit_after)?;
+            writeln!(f, "slow_start = \"{}\"", dur(p.slow_start))?;
             writeln!(
                 f,
-                "\n[[chain]]\nname = \"{}\"\nchain_id = {}\nbackend = \"{}\"",
-                c.name, c.chain_id, c.backend
+                "full_weight = {}\ndeadband = {}",
+                p.full_weight, p.deadband
             )?;
+            writeln!(f, "latency_bucket = \"{}\"", dur(p.latency_bucket))?;
             for p in &c.providers {
-                writeln!(
-                    f,
-                    "\n[[chain.provider]]\nname = \"{}\"\nserver = \"{}\"",
-                    p.name, p.server
-                )?;
-                writeln!(f, "url = \"{}\"", p.url)?;
+                writeln!(f, "\n[[chain.provider]]\nname = \"{}\"", p.name)?;
+                writeln!(f, "server = \"{}\"\nurl = \"{}\"", p.server, p.url)?;
                 if !p.headers.expose().is_empty() {
                     writeln!(f, "headers = {}", p.headers)?;
                 }
@@ -161,8 +328,94 @@ struct RawConfig {
     #[serde(default)]
     exporter: RawExporter,
     #[serde(default)]
+    actuator: RawActuator,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
     chain: Vec<RawChain>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawActuator {
+    listen: String,
+    prometheus_url: String,
+    haproxy: String,
+    #[serde(deserialize_with = "duration")]
+    interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    query_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    haproxy_timeout: Duration,
+    #[serde(deserialize_with = "optional_duration")]
+    signal_window: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    max_data_age: Option<Duration>,
+    queries: RawQueries,
+}
+
+impl Default for RawActuator {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9788".into(),
+            prometheus_url: "http://127.0.0.1:9090".into(),
+            haproxy: "unix:/var/run/haproxy/actuator.sock".into(),
+            interval: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(2),
+            haproxy_timeout: Duration::from_secs(2),
+            signal_window: None,
+            max_data_age: None,
+            queries: RawQueries::default(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawQueries {
+    up: Option<String>,
+    chain_id_match: Option<String>,
+    block_lag: Option<String>,
+    block_age: Option<String>,
+    latency: Option<String>,
+    error_ratio: Option<String>,
+    last_probe: Option<String>,
+}
+
+/// `[policy]`, and the same keys inside a `[[chain]]` (moved there into `policy` before
+/// deserialising, see [`POLICY_KEYS`]).
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicy {
+    max_block_lag: Option<u64>,
+    #[serde(deserialize_with = "optional_duration")]
+    max_block_age: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    max_latency: Option<Duration>,
+    max_error_ratio: Option<f64>,
+    weighting: Option<Weighting>,
+    readmit_after: Option<u32>,
+    #[serde(deserialize_with = "optional_duration")]
+    slow_start: Option<Duration>,
+    full_weight: Option<u32>,
+    deadband: Option<u32>,
+    #[serde(deserialize_with = "optional_duration")]
+    latency_bucket: Option<Duration>,
+}
+
+/// Policy keys a `[[chain]]` may override directly.
+const POLICY_KEYS: [&str; 10] = [
+    "max_block_lag",
+    "max_block_age",
+    "max_latency",
+    "max_error_ratio",
+    "weighting",
+    "readmit_after",
+    "slow_start",
+    "full_weight",
+    "deadband",
+    "latency_bucket",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -199,6 +452,8 @@ struct RawChain {
     backend: String,
     #[serde(default)]
     provider: Vec<RawProvider>,
+    #[serde(default)]
+    policy: RawPolicy,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +466,10 @@ struct RawProvider {
     headers: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     insecure_skip_verify: bool,
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 /// Parses a duration written as "2s", "150ms", "1m 30s".
@@ -256,12 +515,32 @@ impl Config {
             expand_strings(value, key, &env)
                 .map_err(|(field, e)| invalid(&field, e.to_string()))?;
         }
+        move_chain_policy_keys(&mut table);
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let field = e.path().to_string();
                 invalid(&field, hide_quoted_values(&e.into_inner().to_string()))
             })?;
         validate(raw).map_err(|(field, message)| invalid(&field, message))
+    }
+}
+
+/// Policy keys written directly inside a `[[chain]]` go into its `policy` table, so that one
+/// struct describes the policy keys and unknown chain keys are still rejected.
+fn move_chain_policy_keys(table: &mut toml::Table) {
+    let Some(toml::Value::Array(chains)) = table.get_mut("chain") else {
+        return;
+    };
+    for chain in chains.iter_mut().filter_map(toml::Value::as_table_mut) {
+        let mut policy = toml::Table::new();
+        for key in POLICY_KEYS {
+            if let Some(value) = chain.remove(key) {
+                policy.insert(key.to_owned(), value);
+            }
+        }
+        if !policy.is_empty() {
+            chain.insert("policy".to_owned(), toml::Value::Table(policy));
+        }
     }
 }
 
@@ -318,7 +597,161 @@ fn name(field: String, value: &str) -> Result<Name, FieldError> {
     Name::parse(value).map_err(|m| (field, format!("{value:?} {m}")))
 }
 
+/// A chain's policy: its own keys, else `[policy]`, else the defaults.
+fn resolve_policy(
+    global: &RawPolicy,
+    chain: &RawPolicy,
+    at: &str,
+) -> Result<PolicyConfig, FieldError> {
+    let d = PolicyConfig::default();
+    let field = |key: &str| format!("{at}{key}");
+    let p = PolicyConfig {
+        max_block_lag: chain
+            .max_block_lag
+            .or(global.max_block_lag)
+            .unwrap_or(d.max_block_lag),
+        max_block_age: chain
+            .max_block_age
+            .or(global.max_block_age)
+            .unwrap_or(d.max_block_age),
+        max_latency: chain
+            .max_latency
+            .or(global.max_latency)
+            .unwrap_or(d.max_latency),
+        max_error_ratio: chain
+            .max_error_ratio
+            .or(global.max_error_ratio)
+            .unwrap_or(d.max_error_ratio),
+        weighting: chain.weighting.or(global.weighting).unwrap_or(d.weighting),
+        readmit_after: chain
+            .readmit_after
+            .or(global.readmit_after)
+            .unwrap_or(d.readmit_after),
+        slow_start: chain
+            .slow_start
+            .or(global.slow_start)
+            .unwrap_or(d.slow_start),
+        full_weight: chain
+            .full_weight
+            .or(global.full_weight)
+            .unwrap_or(d.full_weight),
+        deadband: chain.deadband.or(global.deadband).unwrap_or(d.deadband),
+        latency_bucket: chain
+            .latency_bucket
+            .or(global.latency_bucket)
+            .unwrap_or(d.latency_bucket),
+    };
+    if !(0.0..=1.0).contains(&p.max_error_ratio) {
+        return Err((
+            field("max_error_ratio"),
+            "must be between 0 and 1, e.g. 0.5".into(),
+        ));
+    }
+    if !(1..=256).contains(&p.full_weight) {
+        return Err((
+            field("full_weight"),
+            "must be between 1 and 256 (HAProxy's range)".into(),
+        ));
+    }
+    if p.deadband >= p.full_weight {
+        return Err((
+            field("deadband"),
+            "must be smaller than full_weight, e.g. 5".into(),
+        ));
+    }
+    if p.readmit_after == 0 {
+        return Err((
+            field("readmit_after"),
+            "must be at least 1 healthy cycle".into(),
+        ));
+    }
+    for (key, value) in [
+        ("max_block_age", p.max_block_age),
+        ("max_latency", p.max_latency),
+        ("latency_bucket", p.latency_bucket),
+    ] {
+        if value.is_zero() {
+            return Err((field(key), "must be greater than zero".into()));
+        }
+    }
+    Ok(p)
+}
+
+fn validate_actuator(
+    a: RawActuator,
+    exporter: &ExporterConfig,
+) -> Result<ActuatorConfig, FieldError> {
+    let listen = a.listen.parse().map_err(|_| {
+        (
+            "actuator.listen".to_owned(),
+            format!(
+                "{:?} is not an address; write it as \"127.0.0.1:9788\"",
+                a.listen
+            ),
+        )
+    })?;
+    let prometheus_url = Url::parse(&a.prometheus_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .ok_or_else(|| {
+            (
+                "actuator.prometheus_url".to_owned(),
+                "is not an http(s) URL; write it as \"http://127.0.0.1:9090\" (value not shown)"
+                    .to_owned(),
+            )
+        })?;
+    let haproxy = a
+        .haproxy
+        .parse()
+        .map_err(|m| ("actuator.haproxy".to_owned(), m))?;
+    for (field, value) in [
+        ("actuator.interval", a.interval),
+        ("actuator.query_timeout", a.query_timeout),
+        ("actuator.haproxy_timeout", a.haproxy_timeout),
+    ] {
+        if value.is_zero() {
+            return Err((
+                field.into(),
+                "must be greater than zero, e.g. \"2s\"".into(),
+            ));
+        }
+    }
+    let signal_window = a.signal_window.unwrap_or(exporter.probe_interval * 3);
+    let max_data_age = a
+        .max_data_age
+        .unwrap_or(exporter.probe_interval * 3 + exporter.probe_timeout);
+    if signal_window.is_zero() || max_data_age.is_zero() {
+        return Err((
+            "actuator.signal_window".into(),
+            "must be greater than zero".into(),
+        ));
+    }
+    let d = Queries::defaults(signal_window);
+    let q = a.queries;
+    Ok(ActuatorConfig {
+        listen,
+        prometheus_url,
+        haproxy,
+        interval: a.interval,
+        query_timeout: a.query_timeout,
+        haproxy_timeout: a.haproxy_timeout,
+        signal_window,
+        max_data_age,
+        queries: Queries {
+            up: q.up.unwrap_or(d.up),
+            chain_id_match: q.chain_id_match.unwrap_or(d.chain_id_match),
+            block_lag: q.block_lag.unwrap_or(d.block_lag),
+            block_age: q.block_age.unwrap_or(d.block_age),
+            latency: q.latency.unwrap_or(d.latency),
+            error_ratio: q.error_ratio.unwrap_or(d.error_ratio),
+            last_probe: q.last_probe.unwrap_or(d.last_probe),
+        },
+    })
+}
+
 fn validate(raw: RawConfig) -> Result<Config, FieldError> {
+    let global_policy = raw.policy.clone();
+    resolve_policy(&global_policy, &RawPolicy::default(), "policy.")?;
     let e = raw.exporter;
     let listen = e.listen.parse().map_err(|_| {
         (
@@ -358,6 +791,7 @@ fn validate(raw: RawConfig) -> Result<Config, FieldError> {
         ));
     }
     let mut chain_names = HashSet::new();
+    let mut backends = HashSet::new();
     let mut chains = Vec::with_capacity(raw.chain.len());
     for (ci, chain) in raw.chain.into_iter().enumerate() {
         let at = format!("chain[{ci}]");
@@ -369,6 +803,12 @@ fn validate(raw: RawConfig) -> Result<Config, FieldError> {
             ));
         }
         let backend = name(format!("{at}.backend"), &chain.backend)?;
+        if !backends.insert(backend.clone()) {
+            return Err((
+                format!("{at}.backend"),
+                format!("backend {backend} already serves another chain; each chain needs its own HAProxy backend"),
+            ));
+        }
         if chain.provider.is_empty() {
             return Err((
                 format!("{at}.provider"),
@@ -394,7 +834,7 @@ fn validate(raw: RawConfig) -> Result<Config, FieldError> {
             if !servers.insert(server.clone()) {
                 return Err((
                     format!("{at}.server"),
-                    format!("HAProxy server {server} is used by two providers of chain {chain_name}; set distinct `server` names"),
+                    format!("HAProxy server {backend}/{server} is used by two providers; set distinct `server` names"),
                 ));
             }
             providers.push(ProviderConfig {
@@ -406,21 +846,24 @@ fn validate(raw: RawConfig) -> Result<Config, FieldError> {
             });
         }
         chains.push(ChainConfig {
+            policy: resolve_policy(&global_policy, &chain.policy, &format!("{at}."))?,
             name: chain_name,
             chain_id: chain.chain_id,
             backend,
             providers,
         });
     }
+    let exporter = ExporterConfig {
+        listen,
+        probe_interval: e.probe_interval,
+        probe_timeout: e.probe_timeout,
+        chain_id_interval: e.chain_id_interval,
+        max_concurrent_probes,
+        max_response_bytes: e.max_response_bytes,
+    };
     Ok(Config {
-        exporter: ExporterConfig {
-            listen,
-            probe_interval: e.probe_interval,
-            probe_timeout: e.probe_timeout,
-            chain_id_interval: e.chain_id_interval,
-            max_concurrent_probes,
-            max_response_bytes: e.max_response_bytes,
-        },
+        actuator: validate_actuator(raw.actuator, &exporter)?,
+        exporter,
         chains,
     })
 }
@@ -578,7 +1021,7 @@ url = "http://127.0.0.1:8545"
             (
                 "server = \"qn\"",
                 "server = \"local\"",
-                "HAProxy server local is used by two",
+                "HAProxy server rpc-backend/local is used by two",
             ),
             (
                 "backend = \"rpc-backend\"",
@@ -611,6 +1054,46 @@ url = "http://127.0.0.1:8545"
                 "chain[0].chain_id: invalid type",
             ),
             ("[exporter]", "[exporter", "TOML syntax at line 2"),
+            (
+                "chain_id = 1",
+                "chain_id = 1\nmax_error_ratio = 1.5",
+                "chain[0].max_error_ratio: must be between 0 and 1",
+            ),
+            (
+                "chain_id = 1",
+                "chain_id = 1\nfull_weight = 300",
+                "full_weight: must be between 1 and 256",
+            ),
+            (
+                "chain_id = 1",
+                "chain_id = 1\nweighting = \"fastest\"",
+                "unknown variant `fastest`",
+            ),
+            (
+                "[exporter]",
+                "[policy]\nreadmit_after = 0\n[exporter]",
+                "policy.readmit_after: must be at least 1",
+            ),
+            (
+                "[exporter]",
+                "[actuator]\nhaproxy = \"tcp:0.0.0.0:9999\"\n[exporter]",
+                "actuator.haproxy: 0.0.0.0:9999 is not a loopback address",
+            ),
+            (
+                "[exporter]",
+                "[actuator]\nhaproxy = \"/run/h.sock\"\n[exporter]",
+                "must start with unix: or tcp:",
+            ),
+            (
+                "[exporter]",
+                "[actuator]\nprometheus_url = \"SECRETKEY\"\n[exporter]",
+                "actuator.prometheus_url: is not an http(s) URL",
+            ),
+            (
+                "[exporter]",
+                "[actuator]\nintervall = \"1s\"\n[exporter]",
+                "unknown field `intervall`",
+            ),
         ];
         for (from, to, expected) in cases {
             let text = GOOD.replacen(from, to, 1);
@@ -624,12 +1107,72 @@ url = "http://127.0.0.1:8545"
     }
 
     #[test]
+    fn chain_policy_overrides_the_global_policy_which_overrides_defaults() {
+        let text = GOOD
+            .replacen(
+                "[exporter]",
+                "[policy]\nmax_block_lag = 7\nmax_latency = \"1s\"\n\n[exporter]",
+                1,
+            )
+            .replacen(
+                "chain_id = 1",
+                "chain_id = 1\nmax_block_lag = 2\nweighting = \"equal\"",
+                1,
+            );
+        let c = parse(&text).unwrap();
+        let p = &c.chains[0].policy;
+        assert_eq!(p.max_block_lag, 2, "chain override");
+        assert_eq!(p.weighting, Weighting::Equal, "chain override");
+        assert_eq!(p.max_latency, Duration::from_secs(1), "global");
+        assert_eq!(p.readmit_after, 3, "default");
+        assert_eq!(
+            c.actuator.haproxy,
+            HaproxyAddress::Unix("/var/run/haproxy/actuator.sock".into())
+        );
+        assert_eq!(
+            c.actuator.signal_window,
+            Duration::from_secs(6),
+            "3 probe intervals"
+        );
+        assert!(c.actuator.queries.latency.contains("[6000ms]"));
+        let shown = c.to_string();
+        assert!(
+            shown.contains("max_block_lag = 2") && shown.contains("weighting = \"equal\""),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn actuator_settings_and_query_overrides_are_read() {
+        let text = GOOD.replacen(
+            "[exporter]",
+            "[actuator]\nhaproxy = \"tcp:127.0.0.1:9999\"\ninterval = \"1s\"\n[actuator.queries]\nup = \"my_up\"\n\n[exporter]",
+            1,
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.actuator.haproxy,
+            HaproxyAddress::Tcp("127.0.0.1:9999".parse().unwrap())
+        );
+        assert_eq!(c.actuator.interval, Duration::from_secs(1));
+        assert_eq!(c.actuator.queries.up, "my_up");
+        assert_eq!(
+            c.actuator.queries.block_lag,
+            Queries::defaults(Duration::from_secs(6)).block_lag
+        );
+    }
+
+    #[test]
     fn a_file_without_chains_or_providers_is_rejected() {
         assert!(error("").contains("no [[chain]] is configured"));
         let no_providers = "[[chain]]\nname = \"a\"\nchain_id = 1\nbackend = \"b\"\n";
         assert!(error(no_providers).contains("chain a has no providers"));
         let twice = format!("{no_providers}[[chain.provider]]\nname=\"p\"\nurl=\"http://h\"\n");
         assert!(error(&format!("{twice}{twice}")).contains("chain a is configured twice"));
+        let other = twice.replacen("name = \"a\"", "name = \"b\"", 1);
+        assert!(
+            error(&format!("{twice}{other}")).contains("backend b already serves another chain")
+        );
     }
 
     #[test]

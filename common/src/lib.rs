@@ -4,5 +4,6 @@
 pub mod config;
 pub mod envsubst;
 pub mod http_server;
+pub mod metrics;
 pub mod process;
 pub mod secret;

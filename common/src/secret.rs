@@ -64,12 +64,12 @@ impl SecretHeaders {
 
 impl fmt::Display for SecretHeaders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("{")?;
+        f.write_str("{ ")?;
         for (i, name) in self.0.keys().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}{name} = <redacted>")?;
+            write!(f, "{sep}{name} = \"<redacted>\"")?;
         }
-        f.write_str("}")
+        f.write_str(" }")
     }
 }
 
@@ -96,7 +96,7 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert("authorization", HeaderValue::from_static("Bearer KEY"));
         let headers = SecretHeaders::new(map);
-        assert_eq!(headers.to_string(), "{authorization = <redacted>}");
+        assert_eq!(headers.to_string(), r#"{ authorization = "<redacted>" }"#);
         assert!(!format!("{headers:?}").contains("KEY"));
     }
 }

@@ -1,8 +1,7 @@
 //! The exporter's Prometheus metrics. Labels are config names and the fixed [`Reason`] set only.
 
-use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use common::metrics::{counter_vec, gauge_vec};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Registry};
 
 use crate::reason::Reason;
 
@@ -28,20 +27,10 @@ const PROVIDER: &[&str] = &["chain", "provider"];
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| gauge_vec(&registry, name, help, labels);
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| counter_vec(&registry, name, help, labels);
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "ethrpc_request_duration_seconds",
@@ -95,11 +84,7 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("encoding into a Vec cannot fail");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        common::metrics::render(&self.registry)
     }
 }
 

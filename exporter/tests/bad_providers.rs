@@ -96,9 +96,9 @@ fn write_config(dir: &std::path::Path, fake: &FakeRpc) -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_failure_gets_its_reason_and_no_secret_leaks() {
     let fake = FakeRpc::start().await;
-    let dir = std::env::temp_dir().join(format!("ethrpc-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = write_config(&dir, &fake);
+    let temp = testkit::TempDir::new("bad-providers");
+    let dir = temp.path();
+    let config = write_config(dir, &fake);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
@@ -203,5 +203,4 @@ async fn every_failure_gets_its_reason_and_no_secret_leaks() {
     ] {
         assert!(!output.contains(MARKER), "the secret leaked into {what}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,8 +3,11 @@
 //! reading Prometheus text. Every process started here is killed when its handle drops.
 
 pub mod anvil;
+pub mod delay_proxy;
 pub mod fake_rpc;
+pub mod haproxy;
 pub mod metrics_text;
+pub mod prometheus;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,6 +19,31 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("testkit sits inside the workspace")
         .to_owned()
+}
+
+/// A private directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("ethrpc-{prefix}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

@@ -1,0 +1,103 @@
+//! The cycle report as a table, per backend: what `ethrpc-actuator explain` prints and `/` shows.
+
+use std::fmt::Write as _;
+
+use crate::cycle::{CycleReport, ServerReport};
+use crate::haproxy::WriteOutcome;
+use crate::policy::Verdict;
+
+fn verdict_text(v: Verdict) -> String {
+    match v {
+        Verdict::Healthy => "healthy".into(),
+        Verdict::SlowStart => "slow start".into(),
+        Verdict::Ejected(_) => "ejected".into(),
+        Verdict::Readmitting { streak, .. } => format!("readmitting ({streak} ok)"),
+        Verdict::FailOpen(_) => "fail open".into(),
+        Verdict::NoData => "no data: hold".into(),
+    }
+}
+
+fn row(s: &ServerReport) -> Vec<String> {
+    let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".to_owned(), f);
+    let o = s.observation;
+    let set = match (&s.write, &s.outcome) {
+        (_, Some(WriteOutcome::Failed(reply))) => format!("failed: {reply}"),
+        (Some(w), _) => w.to_string(),
+        (None, _) => s
+            .desired
+            .map_or("(hold)".to_owned(), |d| format!("{d} (as is)")),
+    };
+    vec![
+        s.server.clone(),
+        s.provider.clone(),
+        o.map_or("-".into(), |o| if o.up { "1".into() } else { "0".into() }),
+        num(o.and_then(|o| o.block_lag), &|v| format!("{v:.0}")),
+        num(o.and_then(|o| o.block_age), &|v| format!("{v:.1}s")),
+        num(o.and_then(|o| o.latency), &|v| {
+            format!("{:.0}ms", v * 1000.0)
+        }),
+        num(o.and_then(|o| o.error_ratio), &|v| format!("{v:.2}")),
+        if s.in_haproxy {
+            verdict_text(s.verdict)
+        } else {
+            "not in HAProxy".into()
+        },
+        s.verdict.reason().map_or("-".into(), |r| r.as_str().into()),
+        s.current.map_or("-".into(), |w| w.to_string()),
+        set,
+    ]
+}
+
+/// Renders `report` as aligned text tables.
+pub fn render(report: &CycleReport) -> String {
+    let header: Vec<String> = [
+        "server", "provider", "up", "lag", "age", "latency", "errors", "verdict", "reason", "now",
+        "set",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect();
+    let mut out = String::new();
+    for b in &report.backends {
+        let algo = if b.algorithm.is_empty() {
+            "not in HAProxy"
+        } else {
+            &b.algorithm
+        };
+        let mode = if b.static_algorithm {
+            ", static: on/off only"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "backend {} (chain {}, {algo}{mode})",
+            b.backend, b.chain
+        );
+        if b.fail_open {
+            let _ = writeln!(
+                out,
+                "  FAIL OPEN: every server is bad; all share the traffic"
+            );
+        }
+        let rows: Vec<Vec<String>> = std::iter::once(header.clone())
+            .chain(b.servers.iter().map(row))
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for r in &rows {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+        }
+        for server in &b.not_configured {
+            let _ = writeln!(out, "  {server}: in HAProxy but not configured; left alone");
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,280 @@
+//! HAProxy's runtime API (the admin socket), over `unix:` or `tcp:`. One command line per
+//! connection, `\n`-terminated, the reply read to EOF: two 2.6 error messages lack the blank line
+//! that ends the others, so replies are never framed on `\n\n`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::config::HaproxyAddress;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::policy::WeightCommand;
+
+/// Largest reply read (`show stat` for thousands of servers is a few MiB).
+const MAX_REPLY: usize = 64 << 20;
+/// Longest command line sent; HAProxy's default buffer is 16 KiB.
+const MAX_LINE: usize = 8 << 10;
+/// HAProxy's answer to a weight on a static-algorithm backend.
+const STATIC_ALGORITHM: &str = "static LB algorithm";
+
+/// Why HAProxy could not be read or written.
+#[derive(Debug, Error)]
+pub enum HaproxyError {
+    #[error("cannot connect to HAProxy at {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("HAProxy at {address} did not answer within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+    #[error("lost the connection to HAProxy at {address}: {source}")]
+    Io {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("HAProxy's reply is over {MAX_REPLY} bytes")]
+    TooLarge,
+    #[error("HAProxy refused `{command}`: {reply} (is the socket at `level admin`?)")]
+    Refused { command: String, reply: String },
+}
+
+/// A server as `show stat` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStat {
+    /// The weight set by the config or the runtime API (`uweight`; `weight` on old versions).
+    pub weight: u32,
+    /// `UP`, `DOWN`, `MAINT`, `no check`, …
+    pub status: String,
+}
+
+/// A backend as `show stat` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendStat {
+    /// The `algo` field, e.g. `roundrobin`.
+    pub algorithm: String,
+    pub servers: BTreeMap<String, ServerStat>,
+}
+
+/// One server's weight to set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightWrite {
+    pub backend: String,
+    pub server: String,
+    pub weight: WeightCommand,
+}
+
+impl WeightWrite {
+    fn command(&self) -> String {
+        format!(
+            "set weight {}/{} {}",
+            self.backend, self.server, self.weight
+        )
+    }
+}
+
+/// What became of one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Done,
+    /// The backend only takes 0 and 100%.
+    StaticAlgorithm,
+    Failed(String),
+}
+
+/// The admin-socket client.
+#[derive(Debug, Clone)]
+pub struct Haproxy {
+    address: HaproxyAddress,
+    timeout: Duration,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Haproxy {
+    pub fn new(address: HaproxyAddress, timeout: Duration) -> Self {
+        Self { address, timeout }
+    }
+
+    /// Sends one command line and returns the whole reply.
+    pub async fn command(&self, line: &str) -> Result<String, HaproxyError> {
+        debug_assert!(!line.contains('\n'), "names are validated at config load");
+        let address = self.address.to_string();
+        let exchange = async {
+            let connect = |source| HaproxyError::Connect {
+                address: address.clone(),
+                source,
+            };
+            let mut stream: Box<dyn Stream> = match &self.address {
+                HaproxyAddress::Unix(path) => Box::new(
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(connect)?,
+                ),
+                HaproxyAddress::Tcp(addr) => Box::new(
+                    tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(connect)?,
+                ),
+            };
+            let io = |source| HaproxyError::Io {
+                address: address.clone(),
+                source,
+            };
+            stream
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .map_err(io)?;
+            let mut reply = Vec::new();
+            let mut chunk = vec![0u8; 64 << 10];
+            loop {
+                let n = stream.read(&mut chunk).await.map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                if reply.len() + n > MAX_REPLY {
+                    return Err(HaproxyError::TooLarge);
+                }
+                reply.extend_from_slice(&chunk[..n]);
+            }
+            Ok(String::from_utf8_lossy(&reply).into_owned())
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| HaproxyError::Timeout {
+                address: address.clone(),
+                timeout: self.timeout,
+            })?
+    }
+
+    /// Backends and their servers, from `show stat` (backend and server rows only).
+    pub async fn show_stat(&self) -> Result<BTreeMap<String, BackendStat>, HaproxyError> {
+        let command = "show stat -1 6 -1";
+        let reply = self.command(command).await?;
+        parse_stat(&reply).ok_or_else(|| HaproxyError::Refused {
+            command: command.into(),
+            reply: reply.lines().next().unwrap_or("").to_owned(),
+        })
+    }
+
+    /// Sets weights, many per line; a line with any error is replayed one command at a time to
+    /// find which failed.
+    pub async fn set_weights(
+        &self,
+        writes: &[WeightWrite],
+    ) -> Result<Vec<WriteOutcome>, HaproxyError> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut start = 0;
+        while start < writes.len() {
+            let mut end = start;
+            let mut line = String::new();
+            while end < writes.len() {
+                let command = writes[end].command();
+                if !line.is_empty() && line.len() + command.len() + 1 > MAX_LINE {
+                    break;
+                }
+                if !line.is_empty() {
+                    line.push(';');
+                }
+                line.push_str(&command);
+                end += 1;
+            }
+            let reply = self.command(&line).await?;
+            if reply.trim().is_empty() {
+                outcomes.extend((start..end).map(|_| WriteOutcome::Done));
+            } else {
+                for write in &writes[start..end] {
+                    let reply = self.command(&write.command()).await?;
+                    outcomes.push(outcome(reply.trim()));
+                }
+            }
+            start = end;
+        }
+        Ok(outcomes)
+    }
+}
+
+fn outcome(reply: &str) -> WriteOutcome {
+    if reply.is_empty() {
+        WriteOutcome::Done
+    } else if reply.contains(STATIC_ALGORITHM) {
+        WriteOutcome::StaticAlgorithm
+    } else {
+        WriteOutcome::Failed(reply.lines().next().unwrap_or(reply).to_owned())
+    }
+}
+
+/// Parses `show stat` CSV by header name. `None` when the reply is not CSV (an error message).
+pub fn parse_stat(reply: &str) -> Option<BTreeMap<String, BackendStat>> {
+    let mut lines = reply.lines();
+    let header: Vec<&str> = lines.next()?.strip_prefix("# ")?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (px, sv, status) = (col("pxname")?, col("svname")?, col("status")?);
+    let weight = col("uweight").or(col("weight"))?;
+    let algo = col("algo");
+    let mut backends: BTreeMap<String, BackendStat> = BTreeMap::new();
+    for line in lines.filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let get = |i: usize| fields.get(i).copied().unwrap_or("");
+        let backend = backends.entry(get(px).to_owned()).or_default();
+        match get(sv) {
+            "FRONTEND" => {}
+            "BACKEND" => backend.algorithm = algo.map(get).unwrap_or("").to_owned(),
+            server => {
+                backend.servers.insert(
+                    server.to_owned(),
+                    ServerStat {
+                        weight: get(weight).parse().unwrap_or(0),
+                        status: get(status).to_owned(),
+                    },
+                );
+            }
+        }
+    }
+    backends.retain(|_, b| !b.servers.is_empty() || !b.algorithm.is_empty());
+    Some(backends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_is_read_by_header_name() {
+        let reply = "# pxname,svname,status,weight,uweight,algo\n\
+                     rr,a,UP,50,50,\n\
+                     rr,b,DOWN 1/2,70,70,\n\
+                     rr,BACKEND,UP,120,120,roundrobin\n\
+                     st,c,no check,100,100,\n\
+                     st,BACKEND,UP,100,100,source\n\n";
+        let stat = parse_stat(reply).unwrap();
+        assert_eq!(stat["rr"].algorithm, "roundrobin");
+        assert_eq!(
+            stat["rr"].servers["a"],
+            ServerStat {
+                weight: 50,
+                status: "UP".into()
+            }
+        );
+        assert_eq!(stat["rr"].servers["b"].status, "DOWN 1/2");
+        assert_eq!(stat["st"].servers["c"].weight, 100);
+        assert_eq!(parse_stat("Permission denied\n\n"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn replies_become_outcomes() {
+        assert_eq!(outcome(""), WriteOutcome::Done);
+        assert_eq!(
+            outcome("No such server."),
+            WriteOutcome::Failed("No such server.".into())
+        );
+        assert_eq!(
+            outcome(
+                "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'."
+            ),
+            WriteOutcome::StaticAlgorithm
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! `ethrpc-actuator`: reads provider health from Prometheus, decides a weight per HAProxy server
+//! and writes it through HAProxy's runtime API.
+
+pub mod cycle;
+pub mod explain;
+pub mod haproxy;
+pub mod metrics;
+pub mod observe;
+pub mod policy;
+pub mod prometheus_api;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use common::config::Config;
+use common::http_server::Reply;
+use tokio::net::TcpListener;
+use tokio::time::MissedTickBehavior;
+
+use crate::cycle::{Actuator, Mode};
+
+/// How `run` behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub mode: Mode,
+    /// One cycle, then return.
+    pub once: bool,
+}
+
+/// Runs cycles every `actuator.interval` (or one, with `once`), serving `/metrics`, `/healthz`,
+/// `/readyz` and `/` on `listener`, until `shutdown` completes. A cycle in progress is finished
+/// first, so a stop never leaves a half-written batch; HAProxy keeps its weights.
+/// Returns whether the last cycle read everything and applied every write it wanted.
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<bool, reqwest::Error> {
+    let interval = config.actuator.interval;
+    let actuator = Arc::new(Actuator::new(config)?);
+    let served = actuator.clone();
+    let server = tokio::spawn(common::http_server::serve(
+        listener,
+        move |path| route(&served, path),
+        std::future::pending(),
+    ));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let mut last_ok = false;
+    tracing::info!(interval = ?interval, mode = ?options.mode, "actuator started");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = ticker.tick() => {}
+        }
+        last_ok = matches!(actuator.cycle(options.mode).await, Ok(r) if r.all_written());
+        if options.once {
+            break;
+        }
+    }
+    server.abort();
+    tracing::info!("actuator stopped; HAProxy keeps its weights");
+    Ok(last_ok)
+}
+
+/// The actuator's HTTP endpoints.
+fn route(actuator: &Actuator, path: &str) -> Reply {
+    match path {
+        "/metrics" => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: actuator.metrics.render(),
+        },
+        "/healthz" => Reply::text(200, "ok\n"),
+        "/readyz" if actuator.ready() => Reply::text(200, "ready\n"),
+        "/readyz" => Reply::text(503, "no successful cycle yet\n"),
+        "/" => match actuator.last_report() {
+            Some(report) => Reply::text(200, explain::render(&report)),
+            None => Reply::text(200, "no cycle has completed yet\n"),
+        },
+        _ => Reply::text(404, "not found; try /metrics, /healthz, /readyz or /\n"),
+    }
+}

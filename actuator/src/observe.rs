@@ -1,0 +1,91 @@
+//! From the signal queries to one [`Observation`] per provider. A provider whose `up` or last
+//! probe time is missing, or whose last probe is older than `max_data_age`, has no observation:
+//! the policy then holds its weight (fail static).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::config::Queries;
+
+use crate::policy::Observation;
+use crate::prometheus_api::{PrometheusClient, PrometheusError, QueryResult, Sample};
+
+/// `(chain, provider)`, as labelled by the exporter.
+pub type ProviderKey = (String, String);
+
+type Signal = HashMap<ProviderKey, f64>;
+
+/// Runs every query and assembles the observations.
+pub async fn observe(
+    client: &PrometheusClient,
+    queries: &Queries,
+    max_data_age: Duration,
+) -> Result<HashMap<ProviderKey, Observation>, PrometheusError> {
+    let q = |promql: &'static str, text: &str| {
+        let text = text.to_owned();
+        async move { signal(promql, client.query(&text).await?) }
+    };
+    let (up, chain_id, lag, age, latency, errors, last_probe) = futures::try_join!(
+        q("up", &queries.up),
+        q("chain_id_match", &queries.chain_id_match),
+        q("block_lag", &queries.block_lag),
+        q("block_age", &queries.block_age),
+        q("latency", &queries.latency),
+        q("error_ratio", &queries.error_ratio),
+        q("last_probe_age", &queries.last_probe),
+    )?;
+    let finite =
+        |signal: &Signal, key: &ProviderKey| signal.get(key).copied().filter(|v| v.is_finite());
+    let mut observations = HashMap::new();
+    for (key, up_value) in &up {
+        let fresh = last_probe
+            .get(key)
+            .is_some_and(|age| age.is_finite() && *age <= max_data_age.as_secs_f64());
+        if !fresh || !up_value.is_finite() {
+            continue;
+        }
+        observations.insert(
+            key.clone(),
+            Observation {
+                up: *up_value >= 0.5,
+                chain_id_ok: finite(&chain_id, key).map(|v| v >= 0.5),
+                block_lag: finite(&lag, key),
+                block_age: finite(&age, key),
+                latency: finite(&latency, key),
+                error_ratio: finite(&errors, key).map(|r| r.clamp(0.0, 1.0)),
+            },
+        );
+    }
+    Ok(observations)
+}
+
+/// A vector result keyed by `(chain, provider)`. For `last_probe_age`, the value becomes the age
+/// of the last probe at evaluation time (both on Prometheus' clock and the exporter's).
+fn signal(name: &str, result: QueryResult) -> Result<Signal, PrometheusError> {
+    let QueryResult::Vector(samples) = result else {
+        return Err(PrometheusError::Unexpected(format!(
+            "the {name} query returned a scalar; it must return one sample per chain and provider"
+        )));
+    };
+    Ok(samples
+        .into_iter()
+        .filter_map(
+            |Sample {
+                 labels,
+                 timestamp,
+                 value,
+             }| {
+                let key = (
+                    labels.get("chain")?.clone(),
+                    labels.get("provider")?.clone(),
+                );
+                let value = if name == "last_probe_age" {
+                    timestamp - value
+                } else {
+                    value
+                };
+                Some((key, value))
+            },
+        )
+        .collect())
+}

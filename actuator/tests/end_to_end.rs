@@ -1,0 +1,291 @@
+//! The whole loop on real parts: three anvil nodes, the exporter, a real Prometheus scraping every
+//! second, a real HAProxy (roundrobin), and the actuator every second.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use actuator::cycle::Mode;
+use actuator::RunOptions;
+use common::config::Config;
+use testkit::anvil::Anvil;
+use testkit::delay_proxy::DelayProxy;
+use testkit::haproxy::{backend, HaproxyProcess};
+use testkit::metrics_text::sample;
+use testkit::prometheus::PrometheusProcess;
+use testkit::{get_text, wait_for, TempDir};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(90);
+const SERVERS: [&str; 3] = ["p1", "p2", "p3"];
+
+struct Clock(Instant);
+
+impl Clock {
+    fn log(&self, what: &str) {
+        eprintln!("[{:>6.1}s] {what}", self.0.elapsed().as_secs_f64());
+    }
+}
+
+async fn weights(h: &HaproxyProcess) -> Vec<Option<u32>> {
+    let mut out = Vec::new();
+    for s in SERVERS {
+        out.push(h.weight(&format!("rpc/{s}")).await);
+    }
+    out
+}
+
+async fn metric(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    sample(&get_text(url).await?, name, labels)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stall_slow_outage_restart_and_dry_run() {
+    let clock = Clock(Instant::now());
+    let nodes = Anvil::start_mining_together(3, 31337).await;
+    let proxy = DelayProxy::start(format!("127.0.0.1:{}", nodes[1].port)).await;
+    let servers: Vec<(&str, String)> = nodes
+        .iter()
+        .zip(SERVERS)
+        .map(|(n, s)| (s, format!("127.0.0.1:{}", n.port)))
+        .collect();
+    let mut haproxy = HaproxyProcess::start(&backend("rpc", "roundrobin", &servers)).await;
+    let exporter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let exporter_address = exporter_listener.local_addr().unwrap().to_string();
+    let mut prometheus =
+        PrometheusProcess::start(&[("ethrpc-exporter", exporter_address)], &[]).await;
+
+    let dir = TempDir::new("e2e");
+    let config_path = dir.path().join("ethrpc.toml");
+    let text = format!(
+        "[exporter]\nprobe_interval = \"500ms\"\nprobe_timeout = \"5s\"\n\
+         [actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"1s\"\nsignal_window = \"3s\"\n\
+         [policy]\nmax_block_lag = 5\nreadmit_after = 2\nslow_start = \"5s\"\n\
+         [[chain]]\nname = \"dev\"\nchain_id = 31337\nbackend = \"rpc\"\n\
+         [[chain.provider]]\nname = \"p1\"\nurl = \"{}\"\n\
+         [[chain.provider]]\nname = \"p2\"\nurl = \"{}\"\n\
+         [[chain.provider]]\nname = \"p3\"\nurl = \"{}\"\n",
+        prometheus.url(),
+        haproxy.admin_socket.display(),
+        nodes[0].url(),
+        proxy.url(),
+        nodes[2].url()
+    );
+    std::fs::write(&config_path, &text).unwrap();
+    let config = Config::parse(Path::new("e2e.toml"), &text, |_| None).unwrap();
+
+    let (stop_exporter, exporter_stopped) = oneshot::channel::<()>();
+    tokio::spawn(exporter::run(config.clone(), exporter_listener, async {
+        let _ = exporter_stopped.await;
+    }));
+    let actuator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let actuator_base = format!("http://{}", actuator_listener.local_addr().unwrap());
+    let metrics_url = format!("{actuator_base}/metrics");
+    let (stop_actuator, actuator_stopped) = oneshot::channel::<()>();
+    let options = RunOptions {
+        mode: Mode::Apply,
+        once: false,
+    };
+    let actuator = tokio::spawn(actuator::run(
+        config.clone(),
+        options,
+        actuator_listener,
+        async {
+            let _ = actuator_stopped.await;
+        },
+    ));
+    clock.log("stack up: 3 anvil nodes, exporter, Prometheus, HAProxy, actuator");
+
+    let page_url = format!("{actuator_base}/");
+    wait_for("the actuator to judge all three healthy", WAIT, || async {
+        let page = get_text(&page_url).await?;
+        (page.matches(" healthy ").count() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(weights(&haproxy).await, vec![Some(100); 3]);
+    clock.log("all healthy, weights [100, 100, 100]");
+
+    // Stall p1: ejected as lagging.
+    nodes[0].set_interval_mining(0).await;
+    clock.log("p1 stalled (evm_setIntervalMining 0)");
+    wait_for("p1 ejected as lagging", WAIT, || async {
+        let lagging = metric(
+            &metrics_url,
+            "ethrpc_actuator_ejected",
+            &[("server", "p1"), ("reason", "lagging")],
+        )
+        .await;
+        (haproxy.weight("rpc/p1").await == Some(0) && lagging == Some(1.0)).then_some(())
+    })
+    .await;
+    clock.log(&format!(
+        "p1 ejected (lagging), weights {:?}",
+        weights(&haproxy).await
+    ));
+
+    // Resume p1: catch up, then it comes back through readmission and slow start.
+    let gap = nodes[2]
+        .block_number()
+        .await
+        .saturating_sub(nodes[0].block_number().await);
+    nodes[0].mine(gap + 1).await;
+    nodes[0].set_interval_mining(1).await;
+    clock.log(&format!(
+        "p1 resumed (mined {} blocks to catch up)",
+        gap + 1
+    ));
+    let mut seen: Vec<u32> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.last() != Some(&100) {
+        assert!(
+            Instant::now() < deadline,
+            "p1 never returned to full weight: {seen:?}"
+        );
+        if let Some(w) = haproxy.weight("rpc/p1").await {
+            if seen.last() != Some(&w) {
+                seen.push(w);
+                clock.log(&format!("p1 weight {w}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.iter().any(|w| (1..100).contains(w)),
+        "p1 must ramp up through slow start, saw {seen:?}"
+    );
+
+    // Slow p2: ejected as slow.
+    proxy.set_delay(Duration::from_millis(2000));
+    clock.log("p2 slowed: 2 s delay in front of it");
+    wait_for("p2 ejected as slow", WAIT, || async {
+        let slow = metric(
+            &metrics_url,
+            "ethrpc_actuator_ejected",
+            &[("server", "p2"), ("reason", "slow")],
+        )
+        .await;
+        (haproxy.weight("rpc/p2").await == Some(0) && slow == Some(1.0)).then_some(())
+    })
+    .await;
+    clock.log(&format!(
+        "p2 ejected (slow), weights {:?}",
+        weights(&haproxy).await
+    ));
+    proxy.set_delay(Duration::ZERO);
+
+    // Prometheus down: weights stay as they are; back: the loop resumes.
+    let before = weights(&haproxy).await;
+    prometheus.kill().await;
+    clock.log(&format!("Prometheus killed, weights {before:?}"));
+    let errors = |n: f64| {
+        let url = metrics_url.clone();
+        async move {
+            let e = metric(
+                &url,
+                "ethrpc_actuator_cycles_total",
+                &[("result", "prometheus_error")],
+            )
+            .await?;
+            (e >= n).then_some(e)
+        }
+    };
+    wait_for("three failed cycles", WAIT, || errors(3.0)).await;
+    assert_eq!(
+        weights(&haproxy).await,
+        before,
+        "missing data never changes a weight"
+    );
+    clock.log("3 cycles without Prometheus: weights unchanged");
+    let ok_before = metric(
+        &metrics_url,
+        "ethrpc_actuator_cycles_total",
+        &[("result", "ok")],
+    )
+    .await
+    .unwrap();
+    prometheus.restart().await;
+    wait_for("successful cycles again", WAIT, || async {
+        let ok = metric(
+            &metrics_url,
+            "ethrpc_actuator_cycles_total",
+            &[("result", "ok")],
+        )
+        .await?;
+        (ok >= ok_before + 2.0).then_some(())
+    })
+    .await;
+    clock.log("Prometheus back: cycles succeed again");
+
+    // HAProxy restart resets weights to the config's; the actuator re-applies them.
+    nodes[2].set_interval_mining(0).await;
+    wait_for("p3 ejected", WAIT, || async {
+        (haproxy.weight("rpc/p3").await == Some(0)).then_some(())
+    })
+    .await;
+    clock.log("p3 stalled and ejected");
+    haproxy.restart().await;
+    let restarted = Instant::now();
+    assert_eq!(
+        haproxy.weight("rpc/p3").await,
+        Some(100),
+        "a restart resets the weight"
+    );
+    wait_for("p3 re-ejected after the restart", WAIT, || async {
+        (haproxy.weight("rpc/p3").await == Some(0)).then_some(())
+    })
+    .await;
+    clock.log(&format!(
+        "HAProxy restarted: p3 back to 0 after {:.1}s",
+        restarted.elapsed().as_secs_f64()
+    ));
+
+    // Stop the loop; HAProxy keeps its weights.
+    let kept = weights(&haproxy).await;
+    stop_actuator.send(()).unwrap();
+    assert!(actuator.await.unwrap().is_ok());
+    assert_eq!(weights(&haproxy).await, kept, "stopping leaves the weights");
+
+    // The binary: a dry run writes nothing, explain prints the table, --once applies.
+    haproxy.admin("set weight rpc/p1 37").await;
+    let binary = env!("CARGO_BIN_EXE_ethrpc-actuator");
+    let run = |args: &[&str]| {
+        std::process::Command::new(binary)
+            .args([
+                "--config",
+                config_path.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let dry = run(&["--dry-run", "--once"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("dry run: would set weight"));
+    assert_eq!(
+        haproxy.weight("rpc/p1").await,
+        Some(37),
+        "a dry run writes nothing"
+    );
+    let explain = run(&["explain"]);
+    let table = String::from_utf8_lossy(&explain.stdout).to_string();
+    eprintln!("{table}");
+    assert!(
+        table.contains("backend rpc (chain dev, roundrobin)"),
+        "{table}"
+    );
+    assert!(table.contains("lagging") && table.contains("37"), "{table}");
+    let once = run(&["--once"]);
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    assert_eq!(haproxy.weight("rpc/p1").await, Some(100), "--once applies");
+    drop(stop_exporter);
+}
