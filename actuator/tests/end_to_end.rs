@@ -8,7 +8,7 @@ use actuator::cycle::Mode;
 use actuator::RunOptions;
 use common::config::Config;
 use testkit::anvil::Anvil;
-use testkit::delay_proxy::DelayProxy;
+use testkit::fault_proxy::{Fault, FaultProxy};
 use testkit::haproxy::{backend, HaproxyProcess};
 use testkit::metrics_text::sample;
 use testkit::prometheus::PrometheusProcess;
@@ -43,7 +43,7 @@ async fn metric(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 async fn stall_slow_outage_restart_and_dry_run() {
     let clock = Clock(Instant::now());
     let nodes = Anvil::start_mining_together(3, 31337).await;
-    let proxy = DelayProxy::start(format!("127.0.0.1:{}", nodes[1].port)).await;
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", nodes[1].port)).await;
     let servers: Vec<(&str, String)> = nodes
         .iter()
         .zip(SERVERS)
@@ -155,7 +155,7 @@ async fn stall_slow_outage_restart_and_dry_run() {
     );
 
     // Slow p2: ejected as slow.
-    proxy.set_delay(Duration::from_millis(2000));
+    proxy.set_fault(Fault::Delay(Duration::from_millis(2000)));
     clock.log("p2 slowed: 2 s delay in front of it");
     wait_for("p2 ejected as slow", WAIT, || async {
         let slow = metric(
@@ -171,7 +171,7 @@ async fn stall_slow_outage_restart_and_dry_run() {
         "p2 ejected (slow), weights {:?}",
         weights(&haproxy).await
     ));
-    proxy.set_delay(Duration::ZERO);
+    proxy.set_fault(Fault::Pass);
 
     // Prometheus down: weights stay as they are; back: the loop resumes.
     let before = weights(&haproxy).await;

@@ -135,20 +135,26 @@ impl ChainProber {
 
     /// One round; public so tests can drive rounds without a timer.
     pub async fn round(self: Arc<Self>, id: u64) {
+        let this = &self;
         let probes = self.memories.iter().enumerate().filter_map(|(i, memory)| {
             let memory = memory.clone().try_lock_owned().ok()?; // still in flight: skip
-            Some(self.probe(i, memory))
+            Some(async move { (i, this.probe(i, memory).await) })
         });
-        let answered: Vec<u64> = join_all(probes).await.into_iter().flatten().collect();
-        self.finish_round(id, answered);
+        let results: Vec<(usize, Option<Option<u64>>)> = join_all(probes).await;
+        self.finish_round(id, &results);
     }
 
-    async fn probe(&self, i: usize, mut memory: OwnedMutexGuard<ProbeMemory>) -> Option<u64> {
+    /// `None` when not probed (honouring `Retry-After`); else the block number, if one came.
+    async fn probe(
+        &self,
+        i: usize,
+        mut memory: OwnedMutexGuard<ProbeMemory>,
+    ) -> Option<Option<u64>> {
         if memory
             .skip_until
             .is_some_and(|until| Instant::now() < until)
         {
-            return None; // honouring Retry-After
+            return None;
         }
         let result = {
             let _permit = self.limiter.acquire().await.ok()?;
@@ -160,7 +166,7 @@ impl ChainProber {
             .and_then(|e| e.retry_after)
             .map(|wait| Instant::now() + wait);
         self.record(i, &result);
-        result.ok().map(|(block, _)| block.number)
+        Some(result.ok().map(|(block, _)| block.number))
     }
 
     async fn call(
@@ -257,26 +263,31 @@ impl ChainProber {
         }
     }
 
-    fn finish_round(&self, id: u64, answered: Vec<u64>) {
+    /// Derives this round's head, and the lag and age of every provider probed in it. A
+    /// provider's lag is measured against the head of the round that probed it: a slow answer
+    /// is judged against the blocks of its own moment, not against rounds that ran meanwhile.
+    /// The published head only moves forward in round order.
+    fn finish_round(&self, id: u64, results: &[(usize, Option<Option<u64>>)]) {
         let chain = self.config.name.as_str();
         let mut view = self.lock_view();
         view.rounds_done += 1;
-        if id <= view.applied_round {
-            return; // a newer round finished first: its head is fresher
+        let round_head = chain_head(results.iter().filter_map(|(_, r)| r.flatten()).collect());
+        if id > view.applied_round {
+            view.applied_round = id;
+            if let Some(head) = round_head {
+                view.head = Some(head);
+                self.metrics
+                    .chain_head
+                    .with_label_values(&[chain])
+                    .set(head as f64);
+            }
         }
-        view.applied_round = id;
-        if let Some(head) = chain_head(answered) {
-            view.head = Some(head);
-            self.metrics
-                .chain_head
-                .with_label_values(&[chain])
-                .set(head as f64);
-        }
-        let head = view.head;
+        let head = round_head.or(view.head);
         let now = unix_seconds(SystemTime::now());
-        for (pv, p) in view.providers.iter_mut().zip(&self.config.providers) {
+        for (i, _) in results.iter().filter(|(_, r)| r.is_some()) {
+            let pv = &mut view.providers[*i];
             let Some(block) = &pv.block else { continue };
-            let labels = [chain, p.name.as_str()];
+            let labels = [chain, self.config.providers[*i].name.as_str()];
             let age = (now - block.timestamp as f64).max(0.0);
             pv.age_seconds = Some(age);
             self.metrics.block_age.with_label_values(&labels).set(age);

@@ -224,3 +224,63 @@ async fn a_provider_that_never_answered_has_no_lag_or_block_series() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_in_front_of_a_real_node_get_their_reasons() {
+    use testkit::fault_proxy::{Fault, FaultProxy};
+    let node = Anvil::start(31337).await;
+    node.set_interval_mining(1).await;
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", node.port)).await;
+    let exporter = start_exporter(31337, &[proxy.url()]).await;
+    wait_metrics(&exporter, "p1 up through the proxy", |t| {
+        value(t, "ethrpc_up", "p1") == Some(1.0)
+    })
+    .await;
+    for (fault, reason) in [(Fault::Error, "http_status"), (Fault::Refuse, "connect")] {
+        proxy.set_fault(fault);
+        wait_metrics(&exporter, reason, |t| {
+            value(t, "ethrpc_up", "p1") == Some(0.0)
+                && sample(
+                    t,
+                    "ethrpc_probe_errors_total",
+                    &[("provider", "p1"), ("reason", reason)],
+                ) >= Some(1.0)
+        })
+        .await;
+        proxy.set_fault(Fault::Pass);
+        wait_metrics(&exporter, "p1 up again", |t| {
+            value(t, "ethrpc_up", "p1") == Some(1.0)
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_node_is_judged_against_the_head_of_its_own_round() {
+    use testkit::fault_proxy::{Fault, FaultProxy};
+    let nodes = Anvil::start_mining_together(3, 31337).await;
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", nodes[2].port)).await;
+    let urls = vec![nodes[0].url(), nodes[1].url(), proxy.url()];
+    let exporter = start_exporter(31337, &urls).await;
+    wait_metrics(&exporter, "p3 with a lag", |t| {
+        value(t, "ethrpc_block_lag", "p3").is_some()
+    })
+    .await;
+    // Answers held 1.8 s while rounds run every 0.5 s: later rounds skip p3 (still in flight)
+    // and move the head on. p3's own answers are still only ever a block or so behind.
+    proxy.set_fault(Fault::Delay(std::time::Duration::from_millis(1800)));
+    let mut worst = 0.0f64;
+    let mut slow_seen = 0;
+    while slow_seen < 4 {
+        let text = get_text(&exporter.metrics_url).await.unwrap();
+        if value(&text, "ethrpc_probe_duration_seconds", "p3") >= Some(1.8) {
+            slow_seen += 1;
+            worst = worst.max(must(&text, "ethrpc_block_lag", "p3"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        worst <= 1.0,
+        "a slow provider must not look lagging: lag {worst}"
+    );
+}

@@ -3,8 +3,8 @@
 //! reading Prometheus text. Every process started here is killed when its handle drops.
 
 pub mod anvil;
-pub mod delay_proxy;
 pub mod fake_rpc;
+pub mod fault_proxy;
 pub mod haproxy;
 pub mod metrics_text;
 pub mod prometheus;
