@@ -53,6 +53,8 @@ impl CycleReport {
 #[derive(Debug, Clone)]
 pub struct BackendReport {
     pub backend: String,
+    /// The chain policy's `full_weight` (what `100%` means on a static backend).
+    pub full_weight: u32,
     pub chain: String,
     pub algorithm: String,
     pub static_algorithm: bool,
@@ -76,6 +78,18 @@ pub struct ServerReport {
     /// What was (or, in a dry run, would be) written.
     pub write: Option<WeightCommand>,
     pub outcome: Option<WriteOutcome>,
+}
+
+impl ServerReport {
+    /// The weight HAProxy should have after this cycle: what is written, else what it has (a
+    /// change inside the deadband is not written, so it is not a disagreement either).
+    pub fn target(&self, full_weight: u32) -> Option<u32> {
+        match self.write {
+            Some(WeightCommand::Absolute(w)) => Some(w),
+            Some(WeightCommand::FullPercent) => Some(full_weight),
+            None => self.current,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -240,6 +254,7 @@ impl Actuator {
                     chain.providers.iter().map(|p| p.server.as_str()).collect();
                 report.backends.push(BackendReport {
                     backend: backend.to_owned(),
+                    full_weight: chain.policy.full_weight,
                     chain: chain.name.to_string(),
                     algorithm: hstat.algorithm.clone(),
                     static_algorithm,
@@ -357,7 +372,7 @@ impl Actuator {
                         .with_label_values(&[backend, server])
                         .set(f64::from(w));
                 }
-                if let Some(w) = s.desired.or(s.current) {
+                if let Some(w) = s.target(b.full_weight) {
                     m.weight
                         .with_label_values(&[backend, server])
                         .set(f64::from(w));

@@ -72,7 +72,7 @@ impl ActuatorMetrics {
             errors.with_label_values(&[stage]);
         }
         Self {
-            weight: gauge("ethrpc_actuator_weight", "Weight the policy wants for the server (HAProxy's own while data is missing).", bs),
+            weight: gauge("ethrpc_actuator_weight", "Weight HAProxy should have after the last cycle: what was written, else what it had (a change inside the deadband or missing data writes nothing).", bs),
             haproxy_weight: gauge("ethrpc_actuator_haproxy_weight", "Weight HAProxy reported for the server at the start of the last cycle.", bs),
             ejected: gauge("ethrpc_actuator_ejected", "1 if the policy judges the server bad for this reason (ejected, readmitting or failed open), else 0.", &["backend", "server", "reason"]),
             fail_open: gauge("ethrpc_actuator_fail_open", "1 while every server of the backend is bad and all share the traffic.", &["backend"]),
