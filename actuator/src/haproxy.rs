@@ -46,6 +46,8 @@ pub struct ServerStat {
     pub weight: u32,
     /// `UP`, `DOWN`, `MAINT`, `no check`, …
     pub status: String,
+    /// Times the load balancer chose this server (`lbtot`): traffic share over time.
+    pub selected_total: u64,
 }
 
 /// A backend as `show stat` reports it.
@@ -213,6 +215,7 @@ pub fn parse_stat(reply: &str) -> Option<BTreeMap<String, BackendStat>> {
     let (px, sv, status) = (col("pxname")?, col("svname")?, col("status")?);
     let weight = col("uweight").or(col("weight"))?;
     let algo = col("algo");
+    let lbtot = col("lbtot");
     let mut backends: BTreeMap<String, BackendStat> = BTreeMap::new();
     for line in lines.filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let fields: Vec<&str> = line.split(',').collect();
@@ -227,6 +230,7 @@ pub fn parse_stat(reply: &str) -> Option<BTreeMap<String, BackendStat>> {
                     ServerStat {
                         weight: get(weight).parse().unwrap_or(0),
                         status: get(status).to_owned(),
+                        selected_total: lbtot.map(get).and_then(|v| v.parse().ok()).unwrap_or(0),
                     },
                 );
             }
@@ -242,8 +246,8 @@ mod tests {
 
     #[test]
     fn stat_is_read_by_header_name() {
-        let reply = "# pxname,svname,status,weight,uweight,algo\n\
-                     rr,a,UP,50,50,\n\
+        let reply = "# pxname,svname,status,weight,uweight,algo,lbtot\n\
+                     rr,a,UP,50,50,,7\n\
                      rr,b,DOWN 1/2,70,70,\n\
                      rr,BACKEND,UP,120,120,roundrobin\n\
                      st,c,no check,100,100,\n\
@@ -254,7 +258,8 @@ mod tests {
             stat["rr"].servers["a"],
             ServerStat {
                 weight: 50,
-                status: "UP".into()
+                status: "UP".into(),
+                selected_total: 7
             }
         );
         assert_eq!(stat["rr"].servers["b"].status, "DOWN 1/2");

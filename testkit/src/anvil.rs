@@ -27,6 +27,7 @@ pub fn anvil_binary() -> PathBuf {
 /// One anvil node on 127.0.0.1, started with mining off; killed on drop.
 pub struct Anvil {
     pub port: u16,
+    chain_id: u64,
     child: Option<Child>,
     http: reqwest::Client,
 }
@@ -34,30 +35,38 @@ pub struct Anvil {
 impl Anvil {
     /// Starts a node with `chain_id` and waits until it answers.
     pub async fn start(chain_id: u64) -> Self {
-        let port = free_port();
+        let mut node = Self {
+            port: free_port(),
+            chain_id,
+            child: None,
+            http: reqwest::Client::new(),
+        };
+        node.launch().await;
+        node
+    }
+
+    async fn launch(&mut self) {
         let child = Command::new(anvil_binary())
-            .args([
-                "--port",
-                &port.to_string(),
-                "--chain-id",
-                &chain_id.to_string(),
-            ])
+            .args(["--port", &self.port.to_string()])
+            .args(["--chain-id", &self.chain_id.to_string()])
             .args(["--host", "127.0.0.1", "--no-mining", "--silent"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start anvil");
-        let node = Self {
-            port,
-            child: Some(child),
-            http: reqwest::Client::new(),
-        };
+        self.child = Some(child);
+        let node = &*self;
         wait_for("anvil to answer", Duration::from_secs(30), || async {
             node.try_rpc("eth_chainId", json!([])).await
         })
         .await;
-        node
+    }
+
+    /// Starts a killed node again on the same port: a fresh chain, mining off.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.launch().await;
     }
 
     /// Starts `n` nodes and switches 1-second mining on in all of them together, so their heads
@@ -126,6 +135,7 @@ impl Anvil {
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
+            let _ = child.wait().await;
         }
     }
 }

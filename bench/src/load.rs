@@ -1,0 +1,87 @@
+//! A steady client load through an HAProxy frontend: JSON-RPC POSTs at a fixed rate, each
+//! recorded with its start time and latency.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+/// One request: when it started, how long it took, whether it got a JSON-RPC result.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub started: Instant,
+    pub latency: Duration,
+    pub ok: bool,
+}
+
+/// A running load; stops on drop.
+pub struct Load {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    task: JoinHandle<()>,
+}
+
+impl Load {
+    /// `rate` requests per second to `http://127.0.0.1:port`.
+    pub fn start(port: u16, rate: u32) -> Self {
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let recorded = samples.clone();
+        let url = format!("http://127.0.0.1:{port}");
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("HTTP client");
+            let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+            let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            loop {
+                ticker.tick().await;
+                let (client, url, recorded) = (client.clone(), url.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let reply = client
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    let ok = match reply {
+                        Ok(r) if r.status().is_success() => {
+                            r.text().await.is_ok_and(|t| t.contains("\"result\""))
+                        }
+                        _ => false,
+                    };
+                    let sample = Sample {
+                        started,
+                        latency: started.elapsed(),
+                        ok,
+                    };
+                    recorded
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(sample);
+                });
+            }
+        });
+        Self { samples, task }
+    }
+
+    /// Requests started in `[from, to)`.
+    pub fn between(&self, from: Instant, to: Instant) -> Vec<Sample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|s| s.started >= from && s.started < to)
+            .copied()
+            .collect()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
