@@ -90,22 +90,45 @@ async fn recover(a: &mut ArmStack, s: Scenario) {
     }
 }
 
-fn selected(stat: &actuator::haproxy::BackendStat) -> HashMap<String, u64> {
-    stat.servers
+/// How many requests HAProxy has sent to each server so far, per arm.
+async fn selections(stack: &Stack) -> Vec<HashMap<String, u64>> {
+    stack
+        .backends()
+        .await
+        .into_iter()
+        .map(|(_, b)| {
+            b.servers
+                .iter()
+                .map(|(s, st)| (s.clone(), st.selected_total))
+                .collect()
+        })
+        .collect()
+}
+
+/// The faulty server's share of the requests sent between two [`selections`], per arm.
+fn faulty_shares(before: &[HashMap<String, u64>], after: &[HashMap<String, u64>]) -> Vec<f64> {
+    before
         .iter()
-        .map(|(s, st)| (s.clone(), st.selected_total))
+        .zip(after)
+        .map(|(before, after)| {
+            let delta = |s: &str| {
+                let count = |m: &HashMap<String, u64>| m.get(s).copied().unwrap_or(0);
+                count(after).saturating_sub(count(before))
+            };
+            let total: u64 = SERVERS.iter().map(|s| delta(s)).sum();
+            if total == 0 {
+                0.0
+            } else {
+                delta(SERVERS[FAULTY]) as f64 / total as f64
+            }
+        })
         .collect()
 }
 
 /// One trial: every arm faulted together. Returns one [`Trial`] per arm.
 pub async fn trial(stack: &mut Stack, loads: &[Load], s: Scenario, window: Duration) -> Vec<Trial> {
     stack.wait_healthy(Duration::from_secs(180)).await;
-    let before: Vec<_> = stack
-        .backends()
-        .await
-        .into_iter()
-        .map(|(_, b)| selected(&b))
-        .collect();
+    let before = selections(stack).await;
     let injected = Instant::now();
     for a in stack.arms.iter_mut() {
         inject(a, s).await;
@@ -130,26 +153,10 @@ pub async fn trial(stack: &mut Stack, loads: &[Load], s: Scenario, window: Durat
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let window_end = Instant::now();
-    let after: Vec<_> = stack
-        .backends()
-        .await
-        .into_iter()
-        .map(|(_, b)| selected(&b))
-        .collect();
+    let after = selections(stack).await;
+    let shares = faulty_shares(&before, &after);
     for (i, t) in trials.iter_mut().enumerate() {
-        let delta = |s: &str| {
-            after[i]
-                .get(s)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(before[i].get(s).copied().unwrap_or(0))
-        };
-        let total: u64 = SERVERS.iter().map(|s| delta(s)).sum();
-        t.faulty_share = if total == 0 {
-            0.0
-        } else {
-            delta(faulty) as f64 / total as f64
-        };
+        t.faulty_share = shares[i];
         let samples = loads[i].between(injected, window_end);
         t.latencies = samples.iter().map(|s| s.latency.as_secs_f64()).collect();
         t.failed_requests = samples.iter().filter(|s| !s.ok).count();
@@ -182,12 +189,7 @@ pub async fn flap(stack: &mut Stack, length: Duration) -> Vec<(Arm, f64, f64)> {
     for a in &stack.arms {
         writes_before.push(stack.weight_writes(a.arm).await);
     }
-    let before: Vec<_> = stack
-        .backends()
-        .await
-        .into_iter()
-        .map(|(_, b)| selected(&b))
-        .collect();
+    let before = selections(stack).await;
     let started = Instant::now();
     let mut bad = false;
     while started.elapsed() < length {
@@ -201,27 +203,11 @@ pub async fn flap(stack: &mut Stack, length: Duration) -> Vec<(Arm, f64, f64)> {
     for a in &stack.arms {
         a.proxies[FAULTY].set_fault(Fault::Pass);
     }
-    let after: Vec<_> = stack
-        .backends()
-        .await
-        .into_iter()
-        .map(|(_, b)| selected(&b))
-        .collect();
+    let after = selections(stack).await;
+    let shares = faulty_shares(&before, &after);
     let mut out = Vec::new();
     for (i, a) in stack.arms.iter().enumerate() {
-        let delta = |s: &str| {
-            after[i]
-                .get(s)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(before[i].get(s).copied().unwrap_or(0))
-        };
-        let total: u64 = SERVERS.iter().map(|s| delta(s)).sum();
-        let share = if total == 0 {
-            0.0
-        } else {
-            delta(SERVERS[FAULTY]) as f64 / total as f64
-        };
+        let share = shares[i];
         let writes = stack.weight_writes(a.arm).await - writes_before[i];
         out.push((a.arm, writes, share));
     }
