@@ -22,9 +22,18 @@ impl PrometheusProcess {
         let mut config = String::from(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
         );
+        let mut jobs: Vec<(&str, Vec<&str>)> = Vec::new();
         for (job, target) in targets {
+            match jobs.iter_mut().find(|(j, _)| j == job) {
+                Some((_, list)) => list.push(target),
+                None => jobs.push((job, vec![target])),
+            }
+        }
+        for (job, list) in jobs {
+            let quoted: Vec<String> = list.iter().map(|t| format!("'{t}'")).collect();
             config.push_str(&format!(
-                "  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+                quoted.join(", ")
             ));
         }
         if !rule_files.is_empty() {
@@ -65,7 +74,13 @@ impl PrometheusProcess {
             .expect("prometheus is not installed; run ./scripts/setup");
         self.child = Some(child);
         let ready = format!("{}/-/ready", self.url());
+        let log = d.join("prometheus.log");
+        let child = &mut self.child;
         wait_for("Prometheus to be ready", Duration::from_secs(60), || {
+            if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("Prometheus exited ({status}):\n{log}");
+            }
             get_text(&ready)
         })
         .await;

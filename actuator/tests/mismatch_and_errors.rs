@@ -1,0 +1,109 @@
+//! The actuator against a real HAProxy and a real Prometheus that has no ethrpc data: servers
+//! HAProxy lacks, or that no provider names, are reported and left alone; missing data holds
+//! every weight; a query Prometheus rejects fails the cycle and writes nothing.
+
+use std::path::Path;
+
+use actuator::cycle::{Actuator, CycleError, Mode};
+use actuator::policy::Verdict;
+use actuator::prometheus_api::PrometheusError;
+use common::config::Config;
+use testkit::haproxy::{backend, HaproxyProcess};
+use testkit::metrics_text::sample;
+use testkit::prometheus::PrometheusProcess;
+
+fn config(prometheus: &str, socket: &Path, extra: &str) -> Config {
+    let text = format!(
+        "[actuator]\nprometheus_url = \"{prometheus}\"\nhaproxy = \"unix:{}\"\n{extra}\
+         [[chain]]\nname = \"dev\"\nchain_id = 1\nbackend = \"rpc\"\n\
+         [[chain.provider]]\nname = \"p1\"\nurl = \"http://127.0.0.1:1\"\n\
+         [[chain.provider]]\nname = \"p2\"\nurl = \"http://127.0.0.1:2\"\n",
+        socket.display()
+    );
+    Config::parse(Path::new("test.toml"), &text, |_| None).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mismatched_servers_are_reported_and_missing_data_holds() {
+    let haproxy = HaproxyProcess::start(&backend(
+        "rpc",
+        "roundrobin",
+        &[
+            ("p1", "127.0.0.1:9".into()),
+            ("extra", "127.0.0.1:9".into()),
+        ],
+    ))
+    .await;
+    haproxy.admin("set weight rpc/p1 37").await;
+    let prometheus = PrometheusProcess::start(&[], &[]).await;
+    let actuator = Actuator::new(config(&prometheus.url(), &haproxy.admin_socket, "")).unwrap();
+
+    let report = actuator
+        .cycle(Mode::Apply)
+        .await
+        .expect("a cycle without data succeeds");
+    let b = &report.backends[0];
+    assert_eq!(b.not_configured, vec!["extra".to_owned()]);
+    let p1 = &b.servers[0];
+    assert!(p1.in_haproxy);
+    assert_eq!(p1.verdict, Verdict::NoData);
+    assert_eq!(p1.write, None, "missing data writes nothing");
+    let p2 = &b.servers[1];
+    assert!(!p2.in_haproxy, "p2 has no server in HAProxy");
+    assert_eq!(haproxy.weight("rpc/p1").await, Some(37), "held as it was");
+    assert_eq!(haproxy.weight("rpc/extra").await, Some(100), "left alone");
+
+    let metrics = actuator.metrics.render();
+    let mismatch = |server, kind| {
+        sample(
+            &metrics,
+            "ethrpc_actuator_server_mismatch",
+            &[("server", server), ("kind", kind)],
+        )
+    };
+    assert_eq!(mismatch("p2", "missing_in_haproxy"), Some(1.0));
+    assert_eq!(mismatch("extra", "not_configured"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "ethrpc_actuator_weight", &[("server", "p1")]),
+        Some(37.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_prometheus_rejects_fails_the_cycle_and_writes_nothing() {
+    let haproxy = HaproxyProcess::start(&backend(
+        "rpc",
+        "roundrobin",
+        &[("p1", "127.0.0.1:9".into())],
+    ))
+    .await;
+    haproxy.admin("set weight rpc/p1 37").await;
+    let prometheus = PrometheusProcess::start(&[], &[]).await;
+    let broken = "[actuator.queries]\nup = \"min by (chain, provider) (ethrpc_up\"\n";
+    let actuator = Actuator::new(config(&prometheus.url(), &haproxy.admin_socket, broken)).unwrap();
+    match actuator.cycle(Mode::Apply).await {
+        Err(CycleError::Prometheus(PrometheusError::Api { error_type, .. })) => {
+            assert_eq!(error_type, "bad_data")
+        }
+        other => panic!("expected a bad_data error, got {other:?}"),
+    }
+    assert_eq!(haproxy.weight("rpc/p1").await, Some(37));
+    let metrics = actuator.metrics.render();
+    assert_eq!(
+        sample(
+            &metrics,
+            "ethrpc_actuator_errors_total",
+            &[("stage", "prometheus")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "ethrpc_actuator_cycles_total",
+            &[("result", "prometheus_error")]
+        ),
+        Some(1.0)
+    );
+    assert!(!actuator.ready(), "not ready before a successful cycle");
+}
