@@ -149,6 +149,10 @@ fn clock_ticks() -> f64 {
 /// The exporter's cost at one size.
 #[derive(Debug, Clone)]
 pub struct ExporterCost {
+    /// Peak RSS before `/metrics` was ever requested: probing alone.
+    pub rss_before_scrape_mib: f64,
+    pub series: usize,
+    pub body_kib: f64,
     pub cpu_percent: f64,
     pub peak_rss_mib: f64,
     pub render_ms_p50: f64,
@@ -180,8 +184,9 @@ fn jitter_p99_ms(arrivals: &[(usize, Instant)]) -> f64 {
         let first = times[0];
         for t in times.iter() {
             let since = t.duration_since(first).as_secs_f64();
-            let round = (since / INTERVAL.as_secs_f64()).floor();
-            lateness.push(1000.0 * (since - round * INTERVAL.as_secs_f64()));
+            // The nearest round: a probe a hair early must not count as a whole interval late.
+            let round = (since / INTERVAL.as_secs_f64()).round();
+            lateness.push(1000.0 * (since - round * INTERVAL.as_secs_f64()).max(0.0));
         }
     }
     quantile(&lateness, 0.99).unwrap_or(f64::NAN)
@@ -221,11 +226,13 @@ pub async fn measure(n: usize, measure: Duration) -> anyhow::Result<(ExporterCos
         / t0.elapsed().as_secs_f64();
     let arrivals = responder.take();
     let probes_per_second = arrivals.len() as f64 / t0.elapsed().as_secs_f64();
+    let rss_before_scrape_mib = peak_rss_mib(pid).unwrap_or(f64::NAN);
     let mut render = Vec::new();
     let client = reqwest::Client::new();
+    let mut body = String::new();
     for _ in 0..20 {
         let started = Instant::now();
-        let body = client
+        body = client
             .get(format!("{base}/metrics"))
             .send()
             .await?
@@ -235,6 +242,9 @@ pub async fn measure(n: usize, measure: Duration) -> anyhow::Result<(ExporterCos
         anyhow::ensure!(body.contains("ethrpc_up"), "no metrics");
     }
     let exporter_cost = ExporterCost {
+        rss_before_scrape_mib,
+        series: body.lines().filter(|l| !l.starts_with('#')).count(),
+        body_kib: body.len() as f64 / 1024.0,
         cpu_percent,
         peak_rss_mib: peak_rss_mib(pid).unwrap_or(f64::NAN),
         render_ms_p50: quantile(&render, 0.5).unwrap_or(f64::NAN),

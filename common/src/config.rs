@@ -545,7 +545,8 @@ fn move_chain_policy_keys(table: &mut toml::Table) {
 }
 
 fn line_col(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
+    // A span inside a multi-byte character would panic a plain slice.
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     format!(" at line {line}, column {col}")
@@ -1054,6 +1055,7 @@ url = "http://127.0.0.1:8545"
                 "chain[0].chain_id: invalid type",
             ),
             ("[exporter]", "[exporter", "TOML syntax at line 2"),
+            ("name = \"local\"", "name = \"lo€al", "TOML syntax at line"),
             (
                 "chain_id = 1",
                 "chain_id = 1\nmax_error_ratio = 1.5",
