@@ -208,11 +208,12 @@ impl Actuator {
                     let key = (chain.name.as_str().to_owned(), p.name.as_str().to_owned());
                     let current = hstat.servers.get(p.server.as_str()).map(|s| s.weight);
                     let memory_key = (backend.to_owned(), p.server.as_str().to_owned());
+                    let observation = observations.get(&key).copied();
                     servers.push(ServerReport {
                         provider: p.name.to_string(),
                         server: p.server.to_string(),
                         in_haproxy: current.is_some(),
-                        observation: observations.get(&key).copied(),
+                        observation,
                         verdict: Verdict::NoData,
                         current,
                         desired: None,
@@ -221,7 +222,7 @@ impl Actuator {
                     });
                     if current.is_some() {
                         inputs.push(ServerInput {
-                            observation: observations.get(&key).copied(),
+                            observation,
                             current_weight: current,
                             memory: state.memory.get(&memory_key).copied().unwrap_or_default(),
                         });

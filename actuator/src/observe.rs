@@ -13,7 +13,8 @@ use crate::prometheus_api::{PrometheusClient, PrometheusError, QueryResult, Samp
 /// `(chain, provider)`, as labelled by the exporter.
 pub type ProviderKey = (String, String);
 
-type Signal = HashMap<ProviderKey, f64>;
+/// One query's samples by provider: (evaluation time, value).
+type Signal = HashMap<ProviderKey, (f64, f64)>;
 
 /// Runs every query and assembles the observations.
 pub async fn observe(
@@ -32,15 +33,18 @@ pub async fn observe(
         q("block_age", &queries.block_age),
         q("latency", &queries.latency),
         q("error_ratio", &queries.error_ratio),
-        q("last_probe_age", &queries.last_probe),
+        q("last_probe", &queries.last_probe),
     )?;
-    let finite =
-        |signal: &Signal, key: &ProviderKey| signal.get(key).copied().filter(|v| v.is_finite());
+    let finite = |signal: &Signal, key: &ProviderKey| {
+        signal.get(key).map(|(_, v)| *v).filter(|v| v.is_finite())
+    };
     let mut observations = HashMap::new();
-    for (key, up_value) in &up {
-        let fresh = last_probe
-            .get(key)
-            .is_some_and(|age| age.is_finite() && *age <= max_data_age.as_secs_f64());
+    for (key, (_, up_value)) in &up {
+        // Age of the last probe at evaluation time (Prometheus' clock against the exporter's).
+        let fresh = last_probe.get(key).is_some_and(|(evaluated, probed)| {
+            let age = evaluated - probed;
+            age.is_finite() && age <= max_data_age.as_secs_f64()
+        });
         if !fresh || !up_value.is_finite() {
             continue;
         }
@@ -59,8 +63,7 @@ pub async fn observe(
     Ok(observations)
 }
 
-/// A vector result keyed by `(chain, provider)`. For `last_probe_age`, the value becomes the age
-/// of the last probe at evaluation time (both on Prometheus' clock and the exporter's).
+/// A vector result keyed by `(chain, provider)`.
 fn signal(name: &str, result: QueryResult) -> Result<Signal, PrometheusError> {
     let QueryResult::Vector(samples) = result else {
         return Err(PrometheusError::Unexpected(format!(
@@ -79,12 +82,7 @@ fn signal(name: &str, result: QueryResult) -> Result<Signal, PrometheusError> {
                     labels.get("chain")?.clone(),
                     labels.get("provider")?.clone(),
                 );
-                let value = if name == "last_probe_age" {
-                    timestamp - value
-                } else {
-                    value
-                };
-                Some((key, value))
+                Some((key, (timestamp, value)))
             },
         )
         .collect())

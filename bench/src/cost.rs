@@ -197,17 +197,8 @@ pub async fn measure(n: usize, measure: Duration) -> anyhow::Result<(ExporterCos
     let dir = TempDir::new("cost");
     let responder = Responder::start().await?;
     let exporter_port = free_port();
-    let exporter_config = dir.path().join("exporter.toml");
-    std::fs::write(
-        &exporter_config,
-        config_text(n, responder.port, exporter_port, ""),
-    )?;
-    let exporter = spawn(
-        dir.path(),
-        "ethrpc-exporter",
-        "exporter.log",
-        &["--config", path(&exporter_config)],
-    )?;
+    let exporter_text = config_text(n, responder.port, exporter_port, "");
+    let exporter = spawn(dir.path(), "ethrpc-exporter", "exporter", &exporter_text)?;
     let pid = exporter.id().unwrap_or(0);
     let base = format!("http://127.0.0.1:{exporter_port}");
     let readyz = format!("{base}/readyz");
@@ -312,14 +303,7 @@ pub async fn measure(n: usize, measure: Duration) -> anyhow::Result<(ExporterCos
             (*s, cycles[0][i], quantile(&steady, 0.5).unwrap_or(f64::NAN))
         })
         .collect();
-    let actuator_config = dir.path().join("actuator.toml");
-    std::fs::write(&actuator_config, &actuator_text)?;
-    let binary = spawn(
-        dir.path(),
-        "ethrpc-actuator",
-        "actuator.log",
-        &["--config", path(&actuator_config)],
-    )?;
+    let binary = spawn(dir.path(), "ethrpc-actuator", "actuator", &actuator_text)?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let actuator_cost = ActuatorCost {
         stages,
@@ -327,8 +311,4 @@ pub async fn measure(n: usize, measure: Duration) -> anyhow::Result<(ExporterCos
     };
     drop((binary, exporter));
     Ok((exporter_cost, actuator_cost))
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
 }

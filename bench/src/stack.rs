@@ -75,12 +75,18 @@ pub fn binary(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Starts a binary with `--config`, logging into `dir`, killed on drop.
-pub fn spawn(dir: &Path, name: &str, log: &str, args: &[&str]) -> anyhow::Result<Child> {
+/// Writes `config` to `dir/STEM.toml` and starts binary `name` with it, logging to
+/// `dir/STEM.log`; killed on drop.
+pub fn spawn(dir: &Path, name: &str, stem: &str, config: &str) -> anyhow::Result<Child> {
+    let path = dir.join(format!("{stem}.toml"));
+    std::fs::write(&path, config)?;
     Ok(Command::new(binary(name))
-        .args(args)
+        .arg("--config")
+        .arg(&path)
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(dir.join(log))?))
+        .stderr(Stdio::from(std::fs::File::create(
+            dir.join(format!("{stem}.log")),
+        )?))
         .kill_on_drop(true)
         .spawn()?)
 }
@@ -160,18 +166,11 @@ impl Stack {
         );
 
         let exporter_port = free_port();
-        let exporter_config = dir.path().join("exporter.toml");
         let mut text = format!("{EXPORTER}listen = \"127.0.0.1:{exporter_port}\"\n");
         for a in &stacks {
             text.push_str(&chain_section(a, ""));
         }
-        std::fs::write(&exporter_config, text)?;
-        let exporter = spawn(
-            dir.path(),
-            "ethrpc-exporter",
-            "exporter.log",
-            &["--config", exporter_config.to_str().unwrap_or_default()],
-        )?;
+        let exporter = spawn(dir.path(), "ethrpc-exporter", "exporter", &text)?;
 
         let actuated: Vec<(Arm, u16)> = arms
             .iter()
@@ -199,15 +198,8 @@ impl Stack {
                 haproxy_process.admin_socket.display(),
                 chain_section(a, policy)
             );
-            let path = dir.path().join(format!("actuator-{}.toml", arm.name()));
-            std::fs::write(&path, text)?;
-            let log = format!("actuator-{}.log", arm.name());
-            actuators.push(spawn(
-                dir.path(),
-                "ethrpc-actuator",
-                &log,
-                &["--config", path.to_str().unwrap_or_default()],
-            )?);
+            let stem = format!("actuator-{}", arm.name());
+            actuators.push(spawn(dir.path(), "ethrpc-actuator", &stem, &text)?);
         }
         let stack = Self {
             arms: stacks,

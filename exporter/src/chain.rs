@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::config::ChainConfig;
+use common::config::{ChainConfig, ExporterConfig};
 use futures::future::join_all;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tokio::task::JoinSet;
@@ -13,15 +13,6 @@ use tokio::time::MissedTickBehavior;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::rpc::{Block, HttpClients, ProbeError, Rpc};
-
-/// How probes are made; from `[exporter]`.
-#[derive(Debug, Clone, Copy)]
-pub struct ProbeSettings {
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub chain_id_interval: Duration,
-    pub max_bytes: usize,
-}
 
 /// What one probe task remembers between its runs. Held in a mutex that is locked for the
 /// whole probe, so that a provider never has two probes in flight.
@@ -68,7 +59,8 @@ pub fn chain_head(mut numbers: Vec<u64>) -> Option<u64> {
 /// Probes one chain's providers and publishes what it finds.
 pub struct ChainProber {
     config: ChainConfig,
-    settings: ProbeSettings,
+    /// How probes are made: `[exporter]`.
+    settings: ExporterConfig,
     clients: HttpClients,
     limiter: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -85,7 +77,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
 impl ChainProber {
     pub fn new(
         config: ChainConfig,
-        settings: ProbeSettings,
+        settings: ExporterConfig,
         clients: HttpClients,
         limiter: Arc<Semaphore>,
         metrics: Arc<Metrics>,
@@ -123,7 +115,7 @@ impl ChainProber {
 
     /// Starts a round every interval until dropped; dropping it cancels rounds in flight.
     pub async fn run(self: Arc<Self>) {
-        let mut ticker = tokio::time::interval(self.settings.interval);
+        let mut ticker = tokio::time::interval(self.settings.probe_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut rounds = JoinSet::new();
         for id in 1.. {
@@ -176,7 +168,12 @@ impl ChainProber {
     ) -> Result<(Block, Duration), ProbeError> {
         let provider = &self.config.providers[i];
         let s = &self.settings;
-        let rpc = Rpc::new(&self.clients, provider, s.timeout, s.max_bytes);
+        let rpc = Rpc::new(
+            &self.clients,
+            provider,
+            s.probe_timeout,
+            s.max_response_bytes,
+        );
         let check_due = !memory.chain_ok
             || memory
                 .chain_checked_at

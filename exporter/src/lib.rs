@@ -15,7 +15,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::chain::{ChainProber, ProbeSettings};
+use crate::chain::ChainProber;
 use crate::metrics::Metrics;
 use crate::rpc::HttpClients;
 
@@ -39,12 +39,6 @@ impl Exporter {
         let clients = HttpClients::new(e.probe_timeout)?;
         let limiter = Arc::new(Semaphore::new(e.max_concurrent_probes.get()));
         let metrics = Arc::new(Metrics::new());
-        let settings = ProbeSettings {
-            interval: e.probe_interval,
-            timeout: e.probe_timeout,
-            chain_id_interval: e.chain_id_interval,
-            max_bytes: e.max_response_bytes,
-        };
         let chains = config
             .chains
             .iter()
@@ -55,7 +49,7 @@ impl Exporter {
                 }
                 Arc::new(ChainProber::new(
                     chain.clone(),
-                    settings,
+                    e.clone(),
                     clients.clone(),
                     limiter.clone(),
                     metrics.clone(),
