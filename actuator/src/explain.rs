@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::cycle::{CycleReport, ServerReport};
 use crate::haproxy::WriteOutcome;
 use crate::policy::Verdict;
+use crate::report::{CycleReport, ServerReport};
 
 fn verdict_text(v: Verdict) -> String {
     match v {
@@ -43,6 +43,8 @@ fn row(s: &ServerReport) -> Vec<String> {
             "not in HAProxy".into()
         },
         s.verdict.reason().map_or("-".into(), |r| r.as_str().into()),
+        s.ejections.to_string(),
+        num(s.returns_in, &|v| format!("{v:.0}s")),
         s.current.map_or("-".into(), |w| w.to_string()),
         set,
     ]
@@ -51,7 +53,18 @@ fn row(s: &ServerReport) -> Vec<String> {
 /// Renders `report` as aligned text tables.
 pub fn render(report: &CycleReport) -> String {
     let header: Vec<String> = [
-        "server", "provider", "up", "lag", "age", "latency", "errors", "verdict", "reason", "now",
+        "server",
+        "provider",
+        "up",
+        "lag",
+        "age",
+        "latency",
+        "errors",
+        "verdict",
+        "reason",
+        "ejections",
+        "back in",
+        "now",
         "set",
     ]
     .iter()
@@ -74,6 +87,13 @@ pub fn render(report: &CycleReport) -> String {
             "backend {} (chain {}, {algo}{mode})",
             b.backend, b.chain
         );
+        let held = b.without_data();
+        if held > 0 {
+            let _ = writeln!(
+                out,
+                "  HOLDING {held} server(s): no fresh data from Prometheus, their weights are left as they are"
+            );
+        }
         if b.fail_open {
             let _ = writeln!(
                 out,

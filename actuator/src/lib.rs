@@ -2,12 +2,17 @@
 //! and writes it through HAProxy's runtime API.
 
 pub mod cycle;
+pub mod ejection;
 pub mod explain;
 pub mod haproxy;
+pub mod latency_weight;
 pub mod metrics;
 pub mod observe;
+pub mod plan;
 pub mod policy;
 pub mod prometheus_api;
+pub mod publish;
+pub mod report;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use common::http_server::Reply;
 use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
 
-use crate::cycle::{Actuator, Mode};
+use crate::cycle::{Actuator, ActuatorError, Mode};
 
 /// How `run` behaves.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +41,7 @@ pub async fn run(
     options: RunOptions,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-) -> Result<bool, reqwest::Error> {
+) -> Result<bool, ActuatorError> {
     let interval = config.actuator.interval;
     let actuator = Arc::new(Actuator::new(config)?);
     let served = actuator.clone();

@@ -17,6 +17,9 @@ pub struct ActuatorMetrics {
     pub stage_duration: GaugeVec,
     pub last_success: Gauge,
     pub server_mismatch: GaugeVec,
+    pub ejections: GaugeVec,
+    pub returns_at: GaugeVec,
+    pub servers_without_data: GaugeVec,
 }
 
 impl ActuatorMetrics {
@@ -83,6 +86,9 @@ impl ActuatorMetrics {
             stage_duration: gauge("ethrpc_actuator_stage_duration_seconds", "Duration of each stage of the last cycle: prometheus, policy, haproxy_read, haproxy_write.", &["stage"]),
             last_success,
             server_mismatch: gauge("ethrpc_actuator_server_mismatch", "1 for a configured provider whose server HAProxy lacks (kind missing_in_haproxy) or an HAProxy server no provider names (kind not_configured); left alone.", &["backend", "server", "kind"]),
+            ejections: gauge("ethrpc_actuator_recent_ejections", "The server's recent ejection count: an ejected server must stay healthy for base_ejection times this (at most max_ejection) before it returns; decays while it stays in the pool.", bs),
+            returns_at: gauge("ethrpc_actuator_earliest_return_timestamp_seconds", "Unix time an ejected server may return at the earliest (it also needs readmit_after healthy cycles); absent while it is in the pool.", bs),
+            servers_without_data: gauge("ethrpc_actuator_servers_without_data", "Servers of the backend whose weight is held because Prometheus has no fresh data for their provider (missing, stale or clock-skewed).", &["backend"]),
             registry,
         }
     }

@@ -1,6 +1,7 @@
 //! From the signal queries to one [`Observation`] per provider. A provider whose `up` or last
 //! probe time is missing, or whose last probe is older than `max_data_age`, has no observation:
-//! the policy then holds its weight (fail static).
+//! the policy then holds its weight (fail static). A last probe in the future is clock skew
+//! between the exporter and Prometheus, not freshness: also no observation, and reported.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,8 +11,42 @@ use common::config::Queries;
 use crate::policy::Observation;
 use crate::prometheus_api::{PrometheusClient, PrometheusError, QueryResult, Sample};
 
-/// `(chain, provider)`, as labelled by the exporter.
-pub type ProviderKey = (String, String);
+/// A provider as labelled by the exporter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProviderKey {
+    pub chain: String,
+    pub provider: String,
+}
+
+impl ProviderKey {
+    pub fn new(chain: &str, provider: &str) -> Self {
+        Self {
+            chain: chain.to_owned(),
+            provider: provider.to_owned(),
+        }
+    }
+}
+
+/// A last probe this far in Prometheus' future is clock skew, not a scrape racing a query.
+const SKEW_TOLERANCE_SECONDS: f64 = 1.0;
+
+/// What Prometheus says of every provider with fresh data, and who has a clock ahead of it.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    signals: HashMap<ProviderKey, Observation>,
+    /// Providers whose last probe is in the future, by how many seconds.
+    pub clock_skewed: Vec<(ProviderKey, f64)>,
+}
+
+impl Observations {
+    pub fn get(&self, key: &ProviderKey) -> Option<&Observation> {
+        self.signals.get(key)
+    }
+
+    pub fn insert(&mut self, key: ProviderKey, observation: Observation) {
+        self.signals.insert(key, observation);
+    }
+}
 
 /// One query's samples by provider: (evaluation time, value).
 type Signal = HashMap<ProviderKey, (f64, f64)>;
@@ -21,7 +56,7 @@ pub async fn observe(
     client: &PrometheusClient,
     queries: &Queries,
     max_data_age: Duration,
-) -> Result<HashMap<ProviderKey, Observation>, PrometheusError> {
+) -> Result<Observations, PrometheusError> {
     let q = |promql: &'static str, text: &str| {
         let text = text.to_owned();
         async move { signal(promql, client.query(&text).await?) }
@@ -38,13 +73,18 @@ pub async fn observe(
     let finite = |signal: &Signal, key: &ProviderKey| {
         signal.get(key).map(|(_, v)| *v).filter(|v| v.is_finite())
     };
-    let mut observations = HashMap::new();
+    let mut observations = Observations::default();
     for (key, (_, up_value)) in &up {
         // Age of the last probe at evaluation time (Prometheus' clock against the exporter's).
-        let fresh = last_probe.get(key).is_some_and(|(evaluated, probed)| {
-            let age = evaluated - probed;
-            age.is_finite() && age <= max_data_age.as_secs_f64()
-        });
+        let probe_age = last_probe
+            .get(key)
+            .map(|(evaluated, probed)| evaluated - probed)
+            .filter(|age| age.is_finite());
+        if let Some(age) = probe_age.filter(|age| *age < -SKEW_TOLERANCE_SECONDS) {
+            observations.clock_skewed.push((key.clone(), -age));
+            continue;
+        }
+        let fresh = probe_age.is_some_and(|age| age <= max_data_age.as_secs_f64());
         if !fresh || !up_value.is_finite() {
             continue;
         }
@@ -78,10 +118,10 @@ fn signal(name: &str, result: QueryResult) -> Result<Signal, PrometheusError> {
                  timestamp,
                  value,
              }| {
-                let key = (
-                    labels.get("chain")?.clone(),
-                    labels.get("provider")?.clone(),
-                );
+                let key = ProviderKey {
+                    chain: labels.get("chain")?.clone(),
+                    provider: labels.get("provider")?.clone(),
+                };
                 Some((key, (timestamp, value)))
             },
         )

@@ -4,6 +4,9 @@
 
 use common::config::{PolicyConfig, Weighting};
 
+use crate::ejection::EjectionMemory;
+use crate::latency_weight::{smooth, weight, SmoothedLatency};
+
 /// What Prometheus says of one server's provider. Present only when the exporter's data is
 /// fresh; `None` fields are signals without data (never evidence either way).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -59,6 +62,19 @@ pub struct Memory {
     pub healthy_streak: u32,
     /// When slow start began (caller's clock, seconds); `None` when not ramping.
     pub ramp_started: Option<f64>,
+    /// Escalation: recent ejections and the hold they impose.
+    pub ejection: EjectionMemory,
+    /// The latency that weights follow; `None` until one was observed.
+    pub latency: Option<SmoothedLatency>,
+}
+
+impl Memory {
+    /// When an ejected server may return at the earliest (it also needs `readmit_after`
+    /// healthy cycles); `None` when it is not ejected.
+    pub fn earliest_return(&self, policy: &PolicyConfig) -> Option<f64> {
+        self.ejected?;
+        self.ejection.earliest_return(policy)
+    }
 }
 
 /// One server as the policy sees it.
@@ -118,8 +134,9 @@ pub struct BackendDecision {
     pub fail_open: bool,
 }
 
-/// The first gate `o` breaches. A failed probe, lag and age eject at once; latency and error
-/// ratio arrive already smoothed over a window by their queries.
+/// The first gate `o` breaches. Each signal arrives already confirmed: `up` is 0 only when the
+/// exporter's second attempt failed too, lag is judged on the provider's best recent answer, and
+/// latency and error ratio are taken over a window by their queries. So one breach ejects.
 pub fn breach(policy: &PolicyConfig, o: &Observation) -> Option<EjectReason> {
     let over = |value: Option<f64>, limit: f64| value.is_some_and(|v| v > limit);
     if o.chain_id_ok == Some(false) {
@@ -140,23 +157,13 @@ pub fn breach(policy: &PolicyConfig, o: &Observation) -> Option<EjectReason> {
 }
 
 /// The weight of an admitted server before slow start: `full_weight` in `equal` mode; in
-/// `latency` mode inversely proportional to its latency rounded up to `latency_bucket`s, relative
-/// to the fastest bucket among `admitted_latencies`. Never below 1.
-fn base_weight(policy: &PolicyConfig, latency: Option<f64>, best_bucket: Option<u64>) -> u32 {
-    let full = policy.full_weight;
-    match (policy.weighting, latency, best_bucket) {
-        (Weighting::Latency, Some(l), Some(best)) => {
-            let bucket = latency_bucket(policy, l);
-            let w = (f64::from(full) * best as f64 / bucket as f64).round() as u32;
-            w.clamp(1, full)
-        }
-        _ => full,
+/// `latency` mode inversely proportional to its smoothed latency bucket, relative to the fastest
+/// admitted server's.
+fn base_weight(policy: &PolicyConfig, latency: Option<SmoothedLatency>, best: Option<u64>) -> u32 {
+    match (policy.weighting, latency, best) {
+        (Weighting::Latency, Some(l), Some(best)) => weight(policy, l.bucket, best),
+        _ => policy.full_weight,
     }
-}
-
-fn latency_bucket(policy: &PolicyConfig, latency: f64) -> u64 {
-    let size = policy.latency_bucket.as_secs_f64();
-    ((latency.max(0.0) / size).ceil() as u64).max(1)
 }
 
 /// Decides every server of one backend at time `now` (seconds, caller's clock).
@@ -166,17 +173,15 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
         servers.iter().map(|s| judge(policy, s, now)).collect();
     // 2. Weights of admitted servers.
     let admitted = |d: &ServerDecision| matches!(d.verdict, Verdict::Healthy | Verdict::SlowStart);
-    let best_bucket = servers
+    let best_bucket = decisions
         .iter()
-        .zip(&decisions)
-        .filter(|(_, d)| admitted(d))
-        .filter_map(|(s, _)| s.observation.and_then(|o| o.latency))
-        .map(|l| latency_bucket(policy, l))
+        .filter(|d| admitted(d))
+        .filter_map(|d| d.memory.latency.map(|l| l.bucket))
         .min();
-    for (s, d) in servers.iter().zip(decisions.iter_mut()) {
+    for d in decisions.iter_mut() {
         d.desired = match d.verdict {
             Verdict::Healthy | Verdict::SlowStart => {
-                let base = base_weight(policy, s.observation.and_then(|o| o.latency), best_bucket);
+                let base = base_weight(policy, d.memory.latency, best_bucket);
                 Some(ramp(policy, base, &mut d.memory, now))
             }
             Verdict::Ejected(_) | Verdict::Readmitting { .. } => Some(0),
@@ -208,13 +213,19 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
 }
 
 fn judge(policy: &PolicyConfig, s: &ServerInput, now: f64) -> ServerDecision {
-    let hold = ServerDecision {
-        verdict: Verdict::NoData,
-        desired: None,
-        memory: s.memory,
+    let Some(o) = s.observation else {
+        return ServerDecision {
+            verdict: Verdict::NoData,
+            desired: None,
+            memory: s.memory,
+        };
     };
-    let Some(o) = s.observation else { return hold };
+    let mut memory = s.memory;
+    if let Some(latency) = o.latency {
+        memory.latency = Some(smooth(policy, memory.latency, latency, now));
+    }
     if let Some(reason) = breach(policy, &o) {
+        let newly = memory.ejected.is_none();
         return ServerDecision {
             verdict: Verdict::Ejected(reason),
             desired: Some(0),
@@ -222,23 +233,26 @@ fn judge(policy: &PolicyConfig, s: &ServerInput, now: f64) -> ServerDecision {
                 ejected: Some(reason),
                 healthy_streak: 0,
                 ramp_started: None,
+                ejection: memory.ejection.breached(policy, now, newly),
+                ..memory
             },
         };
     }
-    let Some(reason) = s.memory.ejected else {
-        let verdict = if s.memory.ramp_started.is_some() {
+    let Some(reason) = memory.ejected else {
+        let verdict = if memory.ramp_started.is_some() {
             Verdict::SlowStart
         } else {
             Verdict::Healthy
         };
+        memory.ejection = memory.ejection.decayed(policy, now);
         return ServerDecision {
             verdict,
             desired: None,
-            memory: s.memory,
+            memory,
         };
     };
-    let streak = s.memory.healthy_streak + 1;
-    if streak >= policy.readmit_after {
+    let streak = memory.healthy_streak.saturating_add(1);
+    if streak >= policy.readmit_after && memory.ejection.hold_served(policy, now) {
         ServerDecision {
             verdict: Verdict::SlowStart,
             desired: None,
@@ -246,6 +260,8 @@ fn judge(policy: &PolicyConfig, s: &ServerInput, now: f64) -> ServerDecision {
                 ejected: None,
                 healthy_streak: 0,
                 ramp_started: Some(now),
+                ejection: memory.ejection.decayed(policy, now),
+                ..memory
             },
         }
     } else {
@@ -253,9 +269,8 @@ fn judge(policy: &PolicyConfig, s: &ServerInput, now: f64) -> ServerDecision {
             verdict: Verdict::Readmitting { reason, streak },
             desired: Some(0),
             memory: Memory {
-                ejected: Some(reason),
                 healthy_streak: streak,
-                ramp_started: None,
+                ..memory
             },
         }
     }

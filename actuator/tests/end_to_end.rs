@@ -39,8 +39,23 @@ async fn metric(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     sample(&get_text(url).await?, name, labels)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stall_slow_outage_restart_and_dry_run() {
+/// The whole stack, with `policy` lines in `[policy]`; p2 sits behind a fault proxy.
+struct Stack {
+    clock: Clock,
+    nodes: Vec<Anvil>,
+    proxy: FaultProxy,
+    haproxy: HaproxyProcess,
+    prometheus: PrometheusProcess,
+    config_path: std::path::PathBuf,
+    actuator_base: String,
+    metrics_url: String,
+    stop_actuator: oneshot::Sender<()>,
+    actuator: tokio::task::JoinHandle<Result<bool, actuator::cycle::ActuatorError>>,
+    _stop_exporter: oneshot::Sender<()>,
+    _dir: TempDir,
+}
+
+async fn start(policy: &str) -> Stack {
     let clock = Clock(Instant::now());
     let nodes = Anvil::start_mining_together(3, 31337).await;
     let proxy = FaultProxy::start(format!("127.0.0.1:{}", nodes[1].port)).await;
@@ -49,18 +64,17 @@ async fn stall_slow_outage_restart_and_dry_run() {
         .zip(SERVERS)
         .map(|(n, s)| (s, format!("127.0.0.1:{}", n.port)))
         .collect();
-    let mut haproxy = HaproxyProcess::start(&backend("rpc", "roundrobin", &servers)).await;
+    let haproxy = HaproxyProcess::start(&backend("rpc", "roundrobin", &servers)).await;
     let exporter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let exporter_address = exporter_listener.local_addr().unwrap().to_string();
-    let mut prometheus =
-        PrometheusProcess::start(&[("ethrpc-exporter", exporter_address)], &[]).await;
+    let prometheus = PrometheusProcess::start(&[("ethrpc-exporter", exporter_address)], &[]).await;
 
     let dir = TempDir::new("e2e");
     let config_path = dir.path().join("ethrpc.toml");
     let text = format!(
         "[exporter]\nprobe_interval = \"500ms\"\nprobe_timeout = \"5s\"\n\
          [actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"1s\"\nsignal_window = \"3s\"\n\
-         [policy]\nmax_block_lag = 5\nreadmit_after = 2\nslow_start = \"5s\"\n\
+         [policy]\n{policy}\n\
          [[chain]]\nname = \"dev\"\nchain_id = 31337\nbackend = \"rpc\"\n\
          [[chain.provider]]\nname = \"p1\"\nurl = \"{}\"\n\
          [[chain.provider]]\nname = \"p2\"\nurl = \"{}\"\n\
@@ -80,22 +94,15 @@ async fn stall_slow_outage_restart_and_dry_run() {
     }));
     let actuator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let actuator_base = format!("http://{}", actuator_listener.local_addr().unwrap());
-    let metrics_url = format!("{actuator_base}/metrics");
     let (stop_actuator, actuator_stopped) = oneshot::channel::<()>();
     let options = RunOptions {
         mode: Mode::Apply,
         once: false,
     };
-    let actuator = tokio::spawn(actuator::run(
-        config.clone(),
-        options,
-        actuator_listener,
-        async {
-            let _ = actuator_stopped.await;
-        },
-    ));
+    let actuator = tokio::spawn(actuator::run(config, options, actuator_listener, async {
+        let _ = actuator_stopped.await;
+    }));
     clock.log("stack up: 3 anvil nodes, exporter, Prometheus, HAProxy, actuator");
-
     let page_url = format!("{actuator_base}/");
     wait_for("the actuator to judge all three healthy", WAIT, || async {
         let page = get_text(&page_url).await?;
@@ -104,6 +111,39 @@ async fn stall_slow_outage_restart_and_dry_run() {
     .await;
     assert_eq!(weights(&haproxy).await, vec![Some(100); 3]);
     clock.log("all healthy, weights [100, 100, 100]");
+    Stack {
+        clock,
+        nodes,
+        proxy,
+        haproxy,
+        prometheus,
+        config_path,
+        metrics_url: format!("{actuator_base}/metrics"),
+        actuator_base,
+        stop_actuator,
+        actuator,
+        _stop_exporter: stop_exporter,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stall_slow_outage_restart_and_dry_run() {
+    let Stack {
+        clock,
+        nodes,
+        proxy,
+        mut haproxy,
+        mut prometheus,
+        config_path,
+        metrics_url,
+        stop_actuator,
+        actuator,
+        // Bound, not `..`: the exporter and the temp dir must live as long as the test.
+        _stop_exporter: _exporter,
+        _dir: _dir,
+        ..
+    } = start("max_block_lag = 5\nreadmit_after = 2\nslow_start = \"5s\"").await;
 
     // Stall p1: ejected as lagging.
     nodes[0].set_interval_mining(0).await;
@@ -287,5 +327,112 @@ async fn stall_slow_outage_restart_and_dry_run() {
         String::from_utf8_lossy(&once.stderr)
     );
     assert_eq!(haproxy.weight("rpc/p1").await, Some(100), "--once applies");
-    drop(stop_exporter);
+}
+
+/// Sets p2's fault to errors for `bad`, then to pass for `good`, `times` times; returns when
+/// the last bad phase ended.
+async fn flap(proxy: &FaultProxy, bad: Duration, good: Duration, times: usize) -> Instant {
+    let mut last_bad = Instant::now();
+    for _ in 0..times {
+        proxy.set_fault(Fault::Error);
+        tokio::time::sleep(bad).await;
+        proxy.set_fault(Fault::Pass);
+        last_bad = Instant::now();
+        tokio::time::sleep(good).await;
+    }
+    last_bad
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_provider_is_held_out_longer_each_relapse() {
+    let s = start(
+        "readmit_after = 2\nslow_start = \"3s\"\nbase_ejection = \"5s\"\nmax_ejection = \"60s\"",
+    )
+    .await;
+    let m = |name: &'static str| {
+        let url = s.metrics_url.clone();
+        async move { metric(&url, name, &[("server", "p2")]).await }
+    };
+    let writes_before = m("ethrpc_actuator_weight_writes_total")
+        .await
+        .unwrap_or(0.0);
+
+    // Errors 2 s, fine 2 s, five times: out at the first bad phase, and never back while it
+    // flaps, since each good phase is shorter than the 5 s hold.
+    let mut seen = Vec::new();
+    let watch = async {
+        loop {
+            if let Some(w) = s.haproxy.weight("rpc/p2").await {
+                if seen.last() != Some(&w) {
+                    seen.push(w);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let stable = tokio::select! {
+        last_bad = flap(&s.proxy, Duration::from_secs(2), Duration::from_secs(2), 5) => last_bad,
+        _ = watch => unreachable!("the watch loop never ends"),
+    };
+    s.clock.log(&format!(
+        "p2 flapped 2 s / 2 s five times; its weights: {seen:?}"
+    ));
+    assert_eq!(
+        seen,
+        vec![100, 0],
+        "ejected once, never readmitted while flapping"
+    );
+    let writes = m("ethrpc_actuator_weight_writes_total").await.unwrap() - writes_before;
+    assert_eq!(writes, 1.0, "one weight write for the whole flap");
+    assert_eq!(m("ethrpc_actuator_recent_ejections").await, Some(1.0));
+    assert!(m("ethrpc_actuator_earliest_return_timestamp_seconds")
+        .await
+        .is_some());
+
+    // Stable again: back only after a whole hold of health, then slow start.
+    wait_for("p2 readmitted", WAIT, || async {
+        (s.haproxy.weight("rpc/p2").await > Some(0)).then_some(())
+    })
+    .await;
+    let first_out = stable.elapsed();
+    s.clock.log(&format!(
+        "p2 stable: back after {:.1}s",
+        first_out.as_secs_f64()
+    ));
+    assert!(
+        first_out >= Duration::from_secs(5),
+        "served the 5 s hold: {first_out:?}"
+    );
+    assert_eq!(
+        m("ethrpc_actuator_earliest_return_timestamp_seconds").await,
+        None,
+        "no return time once back"
+    );
+
+    // A relapse soon after its return: out again, held for two base ejections.
+    s.proxy.set_fault(Fault::Error);
+    wait_for("p2 ejected again", WAIT, || async {
+        (s.haproxy.weight("rpc/p2").await == Some(0)).then_some(())
+    })
+    .await;
+    s.proxy.set_fault(Fault::Pass);
+    let stable = Instant::now();
+    assert_eq!(m("ethrpc_actuator_recent_ejections").await, Some(2.0));
+    wait_for("p2 readmitted after its relapse", WAIT, || async {
+        (s.haproxy.weight("rpc/p2").await > Some(0)).then_some(())
+    })
+    .await;
+    let second_out = stable.elapsed();
+    s.clock.log(&format!(
+        "p2 relapsed: ejection count 2, back after {:.1}s",
+        second_out.as_secs_f64()
+    ));
+    assert!(
+        second_out >= Duration::from_secs(10),
+        "served 2 x 5 s: {second_out:?}"
+    );
+    let page = get_text(&format!("{}/", s.actuator_base)).await.unwrap();
+    assert!(page.contains("ejections"), "{page}");
+    s.stop_actuator.send(()).unwrap();
+    assert!(s.actuator.await.unwrap().is_ok());
 }

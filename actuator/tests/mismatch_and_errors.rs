@@ -67,6 +67,32 @@ async fn mismatched_servers_are_reported_and_missing_data_holds() {
         sample(&metrics, "ethrpc_actuator_weight", &[("server", "p1")]),
         Some(37.0)
     );
+    assert_eq!(
+        sample(
+            &metrics,
+            "ethrpc_actuator_servers_without_data",
+            &[("backend", "rpc")]
+        ),
+        Some(1.0),
+        "the held server is counted"
+    );
+
+    // Once HAProxy no longer has the unconfigured server, its mismatch gauge goes back to 0.
+    let reply = haproxy
+        .admin("set server rpc/extra state maint; del server rpc/extra")
+        .await;
+    assert!(reply.contains("Server deleted"), "{reply}");
+    actuator.cycle(Mode::Apply).await.expect("second cycle");
+    let metrics = actuator.metrics.render();
+    let mismatch = |server, kind| {
+        sample(
+            &metrics,
+            "ethrpc_actuator_server_mismatch",
+            &[("server", server), ("kind", kind)],
+        )
+    };
+    assert_eq!(mismatch("extra", "not_configured"), Some(0.0));
+    assert_eq!(mismatch("p2", "missing_in_haproxy"), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

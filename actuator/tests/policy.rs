@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use actuator::ejection::EjectionMemory;
+use actuator::latency_weight::SmoothedLatency;
 use actuator::policy::{
     breach, decide, weight_to_write, EjectReason, Memory, Observation, ServerInput, Verdict,
     WeightCommand,
@@ -208,9 +210,140 @@ fn readmission_waits_for_consecutive_healthy_cycles_then_ramps() {
     assert_eq!(d.servers[0].memory.ramp_started, None);
 }
 
+/// Runs `decide` once a second for `seconds`, the first server following `bad(t)`, the second
+/// always healthy; returns the first server's weight after every cycle (HAProxy applying every
+/// write), and the memory at the end.
+fn run(p: &PolicyConfig, seconds: u32, bad: impl Fn(u32) -> bool) -> (Vec<u32>, Memory) {
+    let mut weight = 100;
+    let mut memory = Memory::default();
+    let mut other = input(Some(healthy()));
+    let mut weights = Vec::new();
+    for t in 0..seconds {
+        let o = Observation {
+            up: !bad(t),
+            ..healthy()
+        };
+        let s = ServerInput {
+            observation: Some(o),
+            current_weight: Some(weight),
+            memory,
+        };
+        let d = decide(p, &[s, other], f64::from(t));
+        if let Some(WeightCommand::Absolute(w)) =
+            weight_to_write(d.servers[0].desired, Some(weight), p.deadband, false)
+        {
+            weight = w;
+        }
+        memory = d.servers[0].memory;
+        other.memory = d.servers[1].memory;
+        weights.push(weight);
+    }
+    (weights, memory)
+}
+
+fn writes(weights: &[u32]) -> usize {
+    std::iter::once(&100)
+        .chain(weights)
+        .zip(weights)
+        .filter(|(a, b)| a != b)
+        .count()
+}
+
+#[test]
+fn a_provider_flapping_faster_than_its_hold_is_ejected_once_and_stays_out() {
+    // 5 s failing, 5 s fine, for two minutes: the default 10 s hold is never served.
+    let (weights, memory) = run(&policy(), 120, |t| (t / 5) % 2 == 0);
+    assert_eq!(weights[0], 0, "out at the first failure");
+    assert!(weights.iter().all(|w| *w == 0), "{weights:?}");
+    assert_eq!(writes(&weights), 1);
+    assert_eq!(memory.ejection.count, 1);
+}
+
+#[test]
+fn one_outage_returns_after_the_base_hold_and_a_relapse_doubles_it() {
+    let p = policy(); // readmit_after 3, base_ejection 10 s, slow start 10 s
+                      // Down for 5 s, then fine: back (ramping) once healthy for 10 s.
+    let (weights, _) = run(&p, 40, |t| t < 5);
+    let back = weights.iter().position(|w| *w > 0).unwrap();
+    assert_eq!(back, 14, "last breach at 4 s + 10 s hold: {weights:?}");
+    assert_eq!(*weights.last().unwrap(), 100);
+    let (_, memory) = run(&p, 20, |t| t < 5);
+    assert_eq!(memory.ejection.count, 1, "not yet decayed 5 s after return");
+    // A relapse 2 s after it came back: held out twice as long.
+    let (weights, memory) = run(&p, 40, |t| t < 5 || t == 16);
+    let back = weights.iter().skip(17).position(|w| *w > 0).unwrap() + 17;
+    assert_eq!(back, 36, "last breach at 16 s + 2 x 10 s: {weights:?}");
+    assert_eq!(memory.ejection.count, 2);
+}
+
+#[test]
+fn the_ejection_count_decays_while_the_server_stays_healthy() {
+    let p = policy();
+    let (_, memory) = run(&p, 200, |t| t < 2 || t == 20);
+    assert_eq!(memory.ejection.count, 0, "{memory:?}");
+    // So a relapse long after a recovery is held for the base time again.
+    let (weights, _) = run(&p, 260, |t| t < 2 || t == 20 || t == 200);
+    let back = weights.iter().skip(201).position(|w| *w > 0).unwrap() + 201;
+    assert_eq!(back, 210);
+}
+
+#[test]
+fn explain_knows_when_an_ejected_server_may_return() {
+    let p = policy();
+    let (_, memory) = run(&p, 8, |t| t < 5);
+    assert_eq!(memory.earliest_return(&p), Some(14.0));
+    let (_, memory) = run(&p, 40, |t| t < 5);
+    assert_eq!(memory.earliest_return(&p), None, "back in the pool");
+}
+
+#[test]
+fn a_noisy_latency_near_a_bucket_edge_barely_moves_the_weight() {
+    // A provider whose latency median wanders ±40 % around 100 ms (the 50 ms bucket edge),
+    // against one at 30 ms: once settled, its weight does not change.
+    let p = policy();
+    let mut memories = [Memory::default(); 2];
+    let mut weights = [100u32; 2];
+    let mut writes = 0;
+    let mut rng = 7u64;
+    for t in 0..600 {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let wobble = ((rng >> 33) as f64 / f64::from(1u32 << 31)) * 0.8 - 0.4;
+        let latencies = [0.030, 0.100 * (1.0 + wobble)];
+        let servers: Vec<ServerInput> = (0..2)
+            .map(|i| ServerInput {
+                observation: Some(Observation {
+                    latency: Some(latencies[i]),
+                    ..healthy()
+                }),
+                current_weight: Some(weights[i]),
+                memory: memories[i],
+            })
+            .collect();
+        let d = decide(&p, &servers, f64::from(t));
+        for i in 0..2 {
+            memories[i] = d.servers[i].memory;
+            if let Some(WeightCommand::Absolute(w)) =
+                weight_to_write(d.servers[i].desired, Some(weights[i]), p.deadband, false)
+            {
+                weights[i] = w;
+                if t >= 60 {
+                    writes += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(writes, 0, "weights {weights:?}");
+    assert_eq!(weights, [100, 50], "the faster provider still weighs more");
+}
+
 #[test]
 fn latency_weighting_uses_coarse_buckets() {
-    let p = policy(); // 100 ms buckets
+    let p = PolicyConfig {
+        latency_bucket: Duration::from_millis(100),
+        ..policy()
+    };
     let at = |l: f64| {
         input(Some(Observation {
             latency: Some(l),
@@ -226,7 +359,7 @@ fn latency_weighting_uses_coarse_buckets() {
     );
     let equal = PolicyConfig {
         weighting: Weighting::Equal,
-        ..policy()
+        ..p
     };
     let d = decide(&equal, &[at(0.020), at(0.390)], 0.0);
     assert!(d.servers.iter().all(|s| s.desired == Some(100)));
@@ -300,7 +433,7 @@ fn missing_data_holds_and_keeps_memory() {
     let memory = Memory {
         ejected: Some(EjectReason::Slow),
         healthy_streak: 2,
-        ramp_started: None,
+        ..Memory::default()
     };
     let s = ServerInput {
         memory,
@@ -381,35 +514,66 @@ fn server() -> impl Strategy<Value = ServerInput> {
         proptest::option::of(proptest::sample::select(EjectReason::ALL.to_vec())),
         0u32..5,
         proptest::option::of(0.0f64..30.0),
+        (0u32..40, proptest::option::of(0.0f64..60.0)),
+        proptest::option::of((-9.0f64..1.0, 0.0f64..60.0, 1u64..60)),
     )
         .prop_map(
-            |(observation, current_weight, ejected, healthy_streak, ramp_started)| ServerInput {
+            |(
+                observation,
+                current_weight,
+                ejected,
+                healthy_streak,
+                ramp_started,
+                (count, last_breach),
+                latency,
+            )| ServerInput {
                 observation,
                 current_weight,
                 memory: Memory {
                     ejected,
                     healthy_streak,
                     ramp_started,
+                    ejection: EjectionMemory {
+                        count,
+                        last_breach,
+                        decay_from: last_breach,
+                    },
+                    latency: latency.map(|(log_mean, at, bucket)| SmoothedLatency {
+                        log_mean,
+                        at,
+                        bucket,
+                    }),
                 },
             },
         )
 }
 
 fn any_policy() -> impl Strategy<Value = PolicyConfig> {
-    (1u32..=256, any::<bool>(), 1u32..5, 0u64..20).prop_map(
-        |(full_weight, latency, readmit_after, slow)| PolicyConfig {
-            full_weight,
-            deadband: full_weight / 10,
-            weighting: if latency {
-                Weighting::Latency
-            } else {
-                Weighting::Equal
-            },
-            readmit_after,
-            slow_start: Duration::from_secs(slow),
-            ..PolicyConfig::default()
-        },
+    (
+        1u32..=256,
+        any::<bool>(),
+        1u32..5,
+        0u64..20,
+        0u64..30,
+        0u64..60,
     )
+        .prop_map(
+            |(full_weight, latency, readmit_after, slow, base, smoothing)| PolicyConfig {
+                base_ejection: Duration::from_secs(base),
+                max_ejection: Duration::from_secs(base * 10),
+                latency_smoothing: Duration::from_secs(smoothing),
+                full_weight,
+                deadband: full_weight / 10,
+                weighting: if latency {
+                    Weighting::Latency
+                } else {
+                    Weighting::Equal
+                },
+                readmit_after,
+                slow_start: Duration::from_secs(slow),
+                ..PolicyConfig::default()
+            },
+        )
 }
 
 /// The weight a server has after this cycle's writes.
@@ -474,5 +638,61 @@ proptest! {
             }
         }
         prop_assert!(d.servers.iter().any(|s| s.desired == Some(p.full_weight)), "the best gets full weight");
+    }
+
+    #[test]
+    fn an_ejected_server_never_returns_before_its_hold(p in any_policy(), servers in prop::collection::vec(server(), 1..8), now in 0.0f64..120.0) {
+        let d = decide(&p, &servers, now);
+        for (s, d) in servers.iter().zip(&d.servers) {
+            if s.memory.ejected.is_some() && d.verdict == Verdict::SlowStart {
+                let at = s.memory.earliest_return(&p).unwrap_or(f64::NEG_INFINITY);
+                prop_assert!(now >= at, "returned at {now} before {at}: {:?}", d);
+                prop_assert!(s.memory.healthy_streak + 1 >= p.readmit_after);
+            }
+        }
+    }
+
+    #[test]
+    fn the_ejection_count_grows_only_on_a_new_ejection(p in any_policy(), servers in prop::collection::vec(server(), 1..8), now in 0.0f64..120.0) {
+        let d = decide(&p, &servers, now);
+        for (s, d) in servers.iter().zip(&d.servers) {
+            let (before, after) = (s.memory.ejection.count, d.memory.ejection.count);
+            let newly = s.observation.is_some() && s.memory.ejected.is_none() && d.memory.ejected.is_some();
+            if newly {
+                prop_assert!(after >= 1 && after <= before + 1);
+            } else {
+                prop_assert!(after <= before, "{before} -> {after}: {:?}", d);
+            }
+        }
+    }
+
+    #[test]
+    fn latency_inside_the_hysteresis_band_never_moves_a_weight(
+        buckets in prop::collection::vec(1u64..8, 2..5),
+        wobble in prop::collection::vec(-0.45f64..0.45, 1..60),
+    ) {
+        // Each server's latency wanders up to 0.45 buckets beyond its bucket's edges.
+        let p = PolicyConfig { latency_bucket: Duration::from_millis(50), latency_smoothing: Duration::ZERO, ..policy() };
+        let at = |b: u64, w: f64| {
+            let size = 0.05;
+            let latency = if w >= 0.0 { (b as f64 + w) * size } else { (b as f64 - 1.0 + w) * size };
+            input(Some(Observation { latency: Some(latency.max(0.001)), ..healthy() }))
+        };
+        let mut memories: Vec<Memory> = Vec::new();
+        let mut first: Option<Vec<Option<u32>>> = None;
+        for (t, w) in wobble.iter().enumerate() {
+            let mid = |b: u64| input(Some(Observation { latency: Some((b as f64 - 0.5) * 0.05), ..healthy() }));
+            let servers: Vec<ServerInput> = buckets.iter().enumerate().map(|(i, b)| {
+                let base = if t == 0 { mid(*b) } else { at(*b, *w) };
+                ServerInput { memory: memories.get(i).copied().unwrap_or_default(), ..base }
+            }).collect();
+            let d = decide(&p, &servers, t as f64);
+            memories = d.servers.iter().map(|s| s.memory).collect();
+            let weights: Vec<Option<u32>> = d.servers.iter().map(|s| s.desired).collect();
+            match &first {
+                None => first = Some(weights),
+                Some(f) => prop_assert_eq!(f, &weights),
+            }
+        }
     }
 }

@@ -53,6 +53,10 @@ pub struct ExporterConfig {
     pub max_concurrent_probes: NonZeroUsize,
     /// Longest accepted response body; longer ones are `too_large`.
     pub max_response_bytes: usize,
+    /// Lag and block age are judged on the highest block a provider answered within this
+    /// window, so a fleet that sometimes answers from a replica a block or two behind is not
+    /// `lagging`, while a frozen head (no newer answer at all) still is at once.
+    pub head_window: Duration,
 }
 
 /// One `[[chain]]`: a network, its expected chain id, and the HAProxy backend serving it.
@@ -186,6 +190,13 @@ pub struct PolicyConfig {
     pub deadband: u32,
     /// Latencies are rounded up to multiples of this before weighting.
     pub latency_bucket: Duration,
+    /// Escalating ejection: an ejected server returns only after it has been healthy for
+    /// `base_ejection` × its recent ejection count (capped at `max_ejection`); the count decays by
+    /// one per `base_ejection` it stays in the pool. Zero: readmission after `readmit_after` only.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// Time constant of the latency average that weights follow (zero: the raw signal).
+    pub latency_smoothing: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -200,7 +211,10 @@ impl Default for PolicyConfig {
             slow_start: Duration::from_secs(10),
             full_weight: 100,
             deadband: 5,
-            latency_bucket: Duration::from_millis(100),
+            latency_bucket: Duration::from_millis(50),
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            latency_smoothing: Duration::from_secs(30),
         }
     }
 }
@@ -260,6 +274,7 @@ impl fmt::Display for Config {
         writeln!(f, "chain_id_interval = \"{}\"", dur(e.chain_id_interval))?;
         writeln!(f, "max_concurrent_probes = {}", e.max_concurrent_probes)?;
         writeln!(f, "max_response_bytes = {}", e.max_response_bytes)?;
+        writeln!(f, "head_window = \"{}\"", dur(e.head_window))?;
         let a = &self.actuator;
         writeln!(f, "\n[actuator]\nlisten = \"{}\"", a.listen)?;
         writeln!(f, "prometheus_url = \"{}\"", a.prometheus_url)?;
@@ -306,7 +321,14 @@ impl fmt::Display for Config {
                 "full_weight = {}\ndeadband = {}",
                 p.full_weight, p.deadband
             )?;
-            writeln!(f, "latency_bucket = \"{}\"", dur(p.latency_bucket))?;
+            for (key, value) in [
+                ("latency_bucket", p.latency_bucket),
+                ("base_ejection", p.base_ejection),
+                ("max_ejection", p.max_ejection),
+                ("latency_smoothing", p.latency_smoothing),
+            ] {
+                writeln!(f, "{key} = \"{}\"", dur(value))?;
+            }
             for p in &c.providers {
                 writeln!(f, "\n[[chain.provider]]\nname = \"{}\"", p.name)?;
                 writeln!(f, "server = \"{}\"\nurl = \"{}\"", p.server, p.url)?;
@@ -401,10 +423,16 @@ struct RawPolicy {
     deadband: Option<u32>,
     #[serde(deserialize_with = "optional_duration")]
     latency_bucket: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    base_ejection: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    max_ejection: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    latency_smoothing: Option<Duration>,
 }
 
 /// Policy keys a `[[chain]]` may override directly.
-const POLICY_KEYS: [&str; 10] = [
+const POLICY_KEYS: [&str; 13] = [
     "max_block_lag",
     "max_block_age",
     "max_latency",
@@ -415,6 +443,9 @@ const POLICY_KEYS: [&str; 10] = [
     "full_weight",
     "deadband",
     "latency_bucket",
+    "base_ejection",
+    "max_ejection",
+    "latency_smoothing",
 ];
 
 #[derive(Deserialize)]
@@ -429,6 +460,8 @@ struct RawExporter {
     chain_id_interval: Duration,
     max_concurrent_probes: usize,
     max_response_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    head_window: Duration,
 }
 
 impl Default for RawExporter {
@@ -440,6 +473,7 @@ impl Default for RawExporter {
             chain_id_interval: Duration::from_secs(300),
             max_concurrent_probes: 64,
             max_response_bytes: 1024 * 1024,
+            head_window: Duration::from_secs(5),
         }
     }
 }
@@ -641,6 +675,18 @@ fn resolve_policy(
             .latency_bucket
             .or(global.latency_bucket)
             .unwrap_or(d.latency_bucket),
+        base_ejection: chain
+            .base_ejection
+            .or(global.base_ejection)
+            .unwrap_or(d.base_ejection),
+        max_ejection: chain
+            .max_ejection
+            .or(global.max_ejection)
+            .unwrap_or(d.max_ejection),
+        latency_smoothing: chain
+            .latency_smoothing
+            .or(global.latency_smoothing)
+            .unwrap_or(d.latency_smoothing),
     };
     if !(0.0..=1.0).contains(&p.max_error_ratio) {
         return Err((
@@ -664,6 +710,12 @@ fn resolve_policy(
         return Err((
             field("readmit_after"),
             "must be at least 1 healthy cycle".into(),
+        ));
+    }
+    if p.max_ejection < p.base_ejection {
+        return Err((
+            field("max_ejection"),
+            "must be at least base_ejection, e.g. \"300s\"".into(),
         ));
     }
     for (key, value) in [
@@ -717,15 +769,27 @@ fn validate_actuator(
             ));
         }
     }
-    let signal_window = a.signal_window.unwrap_or(exporter.probe_interval * 3);
-    let max_data_age = a
-        .max_data_age
-        .unwrap_or(exporter.probe_interval * 3 + exporter.probe_timeout);
-    if signal_window.is_zero() || max_data_age.is_zero() {
-        return Err((
-            "actuator.signal_window".into(),
-            "must be greater than zero".into(),
-        ));
+    // The defaults derive from the exporter's intervals; a huge interval must be a config
+    // error, not an overflow panic.
+    let three_probes = exporter.probe_interval.checked_mul(3).ok_or((
+        "exporter.probe_interval".to_owned(),
+        "is too large; write a probe interval of seconds or minutes, e.g. \"2s\"".to_owned(),
+    ))?;
+    let signal_window = a.signal_window.unwrap_or(three_probes);
+    let max_data_age = match a.max_data_age {
+        Some(age) => age,
+        None => three_probes.checked_add(exporter.probe_timeout).ok_or((
+            "exporter.probe_timeout".to_owned(),
+            "is too large; write a timeout of seconds, e.g. \"2s\"".to_owned(),
+        ))?,
+    };
+    for (field, value) in [
+        ("actuator.signal_window", signal_window),
+        ("actuator.max_data_age", max_data_age),
+    ] {
+        if value.is_zero() {
+            return Err((field.into(), "must be greater than zero".into()));
+        }
     }
     let d = Queries::defaults(signal_window);
     let q = a.queries;
@@ -861,6 +925,7 @@ fn validate(raw: RawConfig) -> Result<Config, FieldError> {
         chain_id_interval: e.chain_id_interval,
         max_concurrent_probes,
         max_response_bytes: e.max_response_bytes,
+        head_window: e.head_window,
     };
     Ok(Config {
         actuator: validate_actuator(raw.actuator, &exporter)?,
@@ -984,6 +1049,11 @@ url = "http://127.0.0.1:8545"
         assert_eq!(c.exporter.probe_timeout, Duration::from_secs(2));
         assert_eq!(c.exporter.chain_id_interval, Duration::from_secs(300));
         assert_eq!(c.exporter.max_response_bytes, 1 << 20);
+        assert_eq!(c.exporter.head_window, Duration::from_secs(5));
+        let p = &c.chains[0].policy;
+        assert_eq!(p.base_ejection, Duration::from_secs(10));
+        assert_eq!(p.max_ejection, Duration::from_secs(300));
+        assert_eq!(p.latency_smoothing, Duration::from_secs(30));
     }
 
     #[test]
@@ -1095,6 +1165,21 @@ url = "http://127.0.0.1:8545"
                 "[exporter]",
                 "[actuator]\nintervall = \"1s\"\n[exporter]",
                 "unknown field `intervall`",
+            ),
+            (
+                "chain_id = 1",
+                "chain_id = 1\nbase_ejection = \"60s\"\nmax_ejection = \"30s\"",
+                "chain[0].max_ejection: must be at least base_ejection",
+            ),
+            (
+                "probe_interval = \"2s\"",
+                "probe_interval = \"200000000000y\"",
+                "exporter.probe_interval: is too large",
+            ),
+            (
+                "[exporter]",
+                "[actuator]\nmax_data_age = \"0s\"\n[exporter]",
+                "actuator.max_data_age: must be greater than zero",
             ),
         ];
         for (from, to, expected) in cases {

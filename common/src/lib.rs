@@ -1,6 +1,7 @@
 //! What `ethrpc-exporter` and `ethrpc-actuator` share: the one config file both read, the small
 //! HTTP server behind their `/metrics` and health endpoints, and process set-up (logging, signals).
 
+pub mod clock;
 pub mod config;
 pub mod envsubst;
 pub mod http_server;

@@ -1,6 +1,9 @@
 //! Probing one chain: every interval a round probes all its providers at once (skipping any whose
 //! previous probe is still in flight), then derives the chain head and each provider's lag and age.
+//! Each request of a probe is [`confirm`]ed, and lag and age are judged on each provider's
+//! effective head ([`RecentHeads`]), so that a healthy provider's noise is not taken for failure.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,17 +13,38 @@ use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
+use crate::confirm::{confirm, Confirmed};
+use crate::head::RecentHeads;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::rpc::{Block, HttpClients, ProbeError, Rpc};
 
 /// What one probe task remembers between its runs. Held in a mutex that is locked for the
 /// whole probe, so that a provider never has two probes in flight.
-#[derive(Default)]
 struct ProbeMemory {
     chain_checked_at: Option<Instant>,
     chain_ok: bool,
     skip_until: Option<Instant>,
+    heads: RecentHeads,
+}
+
+impl ProbeMemory {
+    fn new(head_window: Duration) -> Self {
+        Self {
+            chain_checked_at: None,
+            chain_ok: false,
+            skip_until: None,
+            heads: RecentHeads::new(head_window),
+        }
+    }
+}
+
+/// One provider's part in a round in which it was probed.
+struct Probed {
+    /// Whether this probe got a block.
+    answered: bool,
+    /// Its effective head; kept while it is down, so that its lag keeps growing.
+    head: Option<Block>,
 }
 
 /// What is known of one provider (for the status page and state-change logs).
@@ -30,10 +54,14 @@ pub struct ProviderView {
     pub up: Option<bool>,
     pub last_error: Option<ProbeError>,
     pub latency: Option<Duration>,
-    /// Last block seen; kept while the provider is down.
+    /// Last block seen, as it came; kept while the provider is down.
     pub block: Option<Block>,
+    /// The highest block answered within `head_window`, which lag and age are judged on.
+    pub effective_head: Option<u64>,
     pub lag: Option<u64>,
     pub age_seconds: Option<f64>,
+    /// Confirmed failed probes in a row.
+    pub consecutive_failures: u64,
 }
 
 /// What is known of one chain.
@@ -45,8 +73,9 @@ pub struct ChainView {
     applied_round: u64,
 }
 
-/// The chain head of one round: the highest block, or the second highest when three or more
-/// providers answered, so one provider far ahead cannot make all the others look behind.
+/// The chain head of one round from the effective heads of the providers that answered: the
+/// highest, or the second highest when three or more answered, so one provider far ahead cannot
+/// make all the others look behind.
 pub fn chain_head(mut numbers: Vec<u64>) -> Option<u64> {
     numbers.sort_unstable_by(|a, b| b.cmp(a));
     if numbers.len() >= 3 {
@@ -87,7 +116,13 @@ impl ChainProber {
         }
         let n = config.providers.len();
         Self {
-            memories: (0..n).map(|_| Default::default()).collect(),
+            memories: (0..n)
+                .map(|_| {
+                    Arc::new(tokio::sync::Mutex::new(ProbeMemory::new(
+                        settings.head_window,
+                    )))
+                })
+                .collect(),
             view: Mutex::new(ChainView {
                 providers: vec![ProviderView::default(); n],
                 ..Default::default()
@@ -132,16 +167,12 @@ impl ChainProber {
             let memory = memory.clone().try_lock_owned().ok()?; // still in flight: skip
             Some(async move { (i, this.probe(i, memory).await) })
         });
-        let results: Vec<(usize, Option<Option<u64>>)> = join_all(probes).await;
+        let results: Vec<(usize, Option<Probed>)> = join_all(probes).await;
         self.finish_round(id, &results);
     }
 
-    /// `None` when not probed (honouring `Retry-After`); else the block number, if one came.
-    async fn probe(
-        &self,
-        i: usize,
-        mut memory: OwnedMutexGuard<ProbeMemory>,
-    ) -> Option<Option<u64>> {
+    /// `None` when not probed (honouring `Retry-After`).
+    async fn probe(&self, i: usize, mut memory: OwnedMutexGuard<ProbeMemory>) -> Option<Probed> {
         if memory
             .skip_until
             .is_some_and(|until| Instant::now() < until)
@@ -157,8 +188,44 @@ impl ChainProber {
             .err()
             .and_then(|e| e.retry_after)
             .map(|wait| Instant::now() + wait);
+        let now = Instant::now();
+        if let Ok((block, _)) = &result {
+            memory.heads.record(now, block.clone());
+        }
         self.record(i, &result);
-        Some(result.ok().map(|(block, _)| block.number))
+        Some(Probed {
+            answered: result.is_ok(),
+            head: memory.heads.effective(now).cloned(),
+        })
+    }
+
+    /// [`confirm`]s one request of provider `i` and counts the attempts it retried or hedged.
+    async fn confirmed<T, F, Fut>(
+        &self,
+        i: usize,
+        deadline: tokio::time::Instant,
+        attempt: F,
+    ) -> Result<T, ProbeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProbeError>>,
+    {
+        let Confirmed { result, retries } = confirm(deadline, attempt).await;
+        if retries > 0 {
+            let chain = self.config.name.as_str();
+            let provider = self.config.providers[i].name.as_str();
+            self.metrics
+                .retries
+                .with_label_values(&[chain, provider])
+                .inc_by(retries);
+            tracing::debug!(
+                chain,
+                provider,
+                confirmed_failure = result.is_err(),
+                "an attempt failed or hung and was retried"
+            );
+        }
+        result
     }
 
     async fn call(
@@ -168,18 +235,14 @@ impl ChainProber {
     ) -> Result<(Block, Duration), ProbeError> {
         let provider = &self.config.providers[i];
         let s = &self.settings;
-        let rpc = Rpc::new(
-            &self.clients,
-            provider,
-            s.probe_timeout,
-            s.max_response_bytes,
-        );
+        let rpc = Rpc::new(&self.clients, provider, s.max_response_bytes);
+        let deadline = tokio::time::Instant::now() + s.probe_timeout;
         let check_due = !memory.chain_ok
             || memory
                 .chain_checked_at
                 .is_none_or(|at| at.elapsed() >= s.chain_id_interval);
         if check_due {
-            let id = rpc.chain_id().await?;
+            let id = self.confirmed(i, deadline, || rpc.chain_id()).await?;
             memory.chain_checked_at = Some(Instant::now());
             memory.chain_ok = id == self.config.chain_id;
             self.metrics
@@ -187,15 +250,14 @@ impl ChainProber {
                 .with_label_values(&[self.config.name.as_str(), provider.name.as_str()])
                 .set(if memory.chain_ok { 1.0 } else { 0.0 });
             if !memory.chain_ok {
-                return Err(ProbeError {
-                    reason: Reason::WrongChain,
-                    detail: format!("eth_chainId is {id}, expected {}", self.config.chain_id),
-                    retry_after: None,
-                });
+                return Err(ProbeError::new(
+                    Reason::WrongChain,
+                    format!("eth_chainId is {id}, expected {}", self.config.chain_id),
+                ));
             }
         }
         let started = Instant::now();
-        let block = rpc.latest_block().await?;
+        let block = self.confirmed(i, deadline, || rpc.latest_block()).await?;
         Ok((block, started.elapsed()))
     }
 
@@ -236,7 +298,9 @@ impl ChainProber {
                         "block number went backwards"
                     );
                 }
+                m.consecutive_failures.with_label_values(&labels).set(0.0);
                 pv.up = Some(true);
+                pv.consecutive_failures = 0;
                 pv.last_error = None;
                 pv.latency = Some(*latency);
                 pv.block = Some(block.clone());
@@ -255,20 +319,28 @@ impl ChainProber {
                     tracing::warn!(chain, provider, reason = %e.reason, detail = %e.detail, "provider is down");
                 }
                 pv.up = Some(false);
+                pv.consecutive_failures += 1;
+                m.consecutive_failures
+                    .with_label_values(&labels)
+                    .set(pv.consecutive_failures as f64);
                 pv.last_error = Some(e.clone());
             }
         }
     }
 
-    /// Derives this round's head, and the lag and age of every provider probed in it. A
-    /// provider's lag is measured against the head of the round that probed it: a slow answer
-    /// is judged against the blocks of its own moment, not against rounds that ran meanwhile.
-    /// The published head only moves forward in round order.
-    fn finish_round(&self, id: u64, results: &[(usize, Option<Option<u64>>)]) {
+    /// Derives this round's head, and the lag and age of every provider probed in it, all from
+    /// effective heads. A provider's lag is measured against the head of the round that probed
+    /// it: a slow answer is judged against the blocks of its own moment, not against rounds that
+    /// ran meanwhile. The published head only moves forward in round order.
+    fn finish_round(&self, id: u64, results: &[(usize, Option<Probed>)]) {
         let chain = self.config.name.as_str();
         let mut view = self.lock_view();
         view.rounds_done += 1;
-        let round_head = chain_head(results.iter().filter_map(|(_, r)| r.flatten()).collect());
+        let answered = results.iter().filter_map(|(_, probed)| {
+            let probed = probed.as_ref().filter(|p| p.answered)?;
+            probed.head.as_ref().map(|block| block.number)
+        });
+        let round_head = chain_head(answered.collect());
         if id > view.applied_round {
             view.applied_round = id;
             if let Some(head) = round_head {
@@ -281,9 +353,15 @@ impl ChainProber {
         }
         let head = round_head.or(view.head);
         let now = unix_seconds(SystemTime::now());
-        for (i, _) in results.iter().filter(|(_, r)| r.is_some()) {
+        for (i, probed) in results {
+            let Some(Probed {
+                head: Some(block), ..
+            }) = probed
+            else {
+                continue;
+            };
             let pv = &mut view.providers[*i];
-            let Some(block) = &pv.block else { continue };
+            pv.effective_head = Some(block.number);
             let labels = [chain, self.config.providers[*i].name.as_str()];
             let age = (now - block.timestamp as f64).max(0.0);
             pv.age_seconds = Some(age);

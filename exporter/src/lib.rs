@@ -2,6 +2,8 @@
 //! publishes latency, freshness, lag and errors as Prometheus metrics.
 
 pub mod chain;
+pub mod confirm;
+pub mod head;
 pub mod metrics;
 pub mod reason;
 pub mod routes;

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub chain_head: GaugeVec,
     pub probes: IntCounterVec,
     pub errors: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub consecutive_failures: GaugeVec,
     pub last_probe: GaugeVec,
 }
 
@@ -34,7 +36,7 @@ impl Metrics {
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "ethrpc_request_duration_seconds",
-                "Round trip of successful probes (eth_getBlockByNumber latest).",
+                "Time from the start of a successful head request (eth_getBlockByNumber latest) to its winning answer, a retry or hedge included.",
             )
             .buckets(vec![
                 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0,
@@ -54,27 +56,34 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
         Self {
-            up: gauge("ethrpc_up", "1 if the last probe succeeded and the chain id matches, else 0.", PROVIDER),
+            up: gauge("ethrpc_up", "1 if the last probe succeeded and the chain id matches, else 0. A probe fails only when a second attempt confirms the failure.", PROVIDER),
             chain_id_match: gauge("ethrpc_chain_id_match", "1 if the provider's eth_chainId matches the config, 0 if not; absent until checked.", PROVIDER),
-            probe_duration: gauge("ethrpc_probe_duration_seconds", "Round trip of the last successful probe.", PROVIDER),
+            probe_duration: gauge("ethrpc_probe_duration_seconds", "Time from the start of the last successful head request to its winning answer.", PROVIDER),
             request_duration,
-            block_number: gauge("ethrpc_block_number", "Latest block number the provider reported; absent until it answers.", PROVIDER),
-            block_timestamp: gauge("ethrpc_block_timestamp_seconds", "Unix timestamp of the provider's latest block.", PROVIDER),
-            block_age: gauge("ethrpc_block_age_seconds", "Time of the last probe round minus the provider's latest block timestamp.", PROVIDER),
-            block_lag: gauge("ethrpc_block_lag", "Blocks the provider's latest block is behind the chain head (0 or more).", PROVIDER),
-            chain_head: gauge("ethrpc_chain_head_block_number", "Chain head: highest block of the last round, or the second highest when three or more providers answered.", &["chain"]),
-            probes: counter("ethrpc_probes_total", "Probes made (chain id check and head block request count as one).", PROVIDER),
-            errors: counter("ethrpc_probe_errors_total", "Failed probes by reason.", &["chain", "provider", "reason"]),
+            block_number: gauge("ethrpc_block_number", "Block number of the provider's last answer, as it came (it may jitter a block or two between the provider's replicas; lag and age use the effective head instead); absent until it answers.", PROVIDER),
+            block_timestamp: gauge("ethrpc_block_timestamp_seconds", "Unix timestamp of the block of the provider's last answer, as it came.", PROVIDER),
+            block_age: gauge("ethrpc_block_age_seconds", "Time of the last probe round minus the timestamp of the provider's effective head: the highest block it answered within the exporter's head_window.", PROVIDER),
+            block_lag: gauge("ethrpc_block_lag", "Blocks the provider's effective head (the highest block it answered within the exporter's head_window) is behind the chain head (0 or more).", PROVIDER),
+            chain_head: gauge("ethrpc_chain_head_block_number", "Chain head: the highest effective head of the providers that answered in the last round, or the second highest when three or more answered.", &["chain"]),
+            probes: counter("ethrpc_probes_total", "Probes made (chain id check, head block request and their retries count as one).", PROVIDER),
+            errors: counter("ethrpc_probe_errors_total", "Failed probes by reason, each confirmed by a second attempt unless the provider answered deliberately (a 429, a 4xx, a wrong chain id).", &["chain", "provider", "reason"]),
+            retries: counter("ethrpc_probe_retries_total", "Attempts that failed or hung and were retried or hedged within a probe: provider noise absorbed, or the first half of a confirmed failure.", PROVIDER),
+            consecutive_failures: gauge("ethrpc_probe_consecutive_failures", "Confirmed failed probes in a row; 0 after a success.", PROVIDER),
             last_probe: gauge("ethrpc_last_probe_timestamp_seconds", "Unix time the last probe of this provider finished, successful or not.", PROVIDER),
             registry,
         }
     }
 
-    /// Creates the series that exist from the start: `up` at 0 and zeroed counters.
+    /// Creates the series that exist from the start: `up` at 0, no failures yet and zeroed
+    /// counters.
     pub fn register_provider(&self, chain: &str, provider: &str) {
         let labels = [chain, provider];
         self.up.with_label_values(&labels).set(0.0);
+        self.consecutive_failures
+            .with_label_values(&labels)
+            .set(0.0);
         self.probes.with_label_values(&labels);
+        self.retries.with_label_values(&labels);
         self.request_duration.with_label_values(&labels);
         for reason in Reason::ALL {
             self.errors

@@ -31,6 +31,13 @@ impl Reason {
         Reason::WrongChain,
     ];
 
+    /// Whether a failure of this kind is often a blip that a second attempt at once would not
+    /// meet (a reset, a 5xx, a hang, a bad body from one replica), so worth confirming before
+    /// believing. A rate limit and a wrong chain id are the provider's deliberate answers.
+    pub fn is_transient(self) -> bool {
+        !matches!(self, Reason::RateLimited | Reason::WrongChain)
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {

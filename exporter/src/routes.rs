@@ -40,24 +40,27 @@ fn status_page(exporter: &Exporter) -> String {
         let _ = write!(
             html,
             "<h2>{} (chain id {}, head {head})</h2><table border=1 cellpadding=4>\
-             <tr><th>provider</th><th>state</th><th>latency</th><th>block</th><th>lag</th>\
-             <th>age</th><th>last error</th></tr>",
+             <tr><th>provider</th><th>state</th><th>latency</th><th>block</th>\
+             <th>effective head</th><th>lag</th><th>age</th><th>last error</th></tr>",
             config.name, config.chain_id
         );
         for (p, pv) in config.providers.iter().zip(&view.providers) {
             let state = match (pv.up, &pv.last_error) {
                 (None, _) => "unknown".to_owned(),
                 (Some(true), _) => "up".to_owned(),
-                (Some(false), Some(e)) => format!("down: {}", e.reason),
+                (Some(false), Some(e)) => {
+                    format!("down: {} ({} in a row)", e.reason, pv.consecutive_failures)
+                }
                 (Some(false), None) => "down".to_owned(),
             };
             let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 p.name,
                 opt(pv.latency.map(|l| format!("{} ms", l.as_millis()))),
                 opt(pv.block.as_ref().map(|b| b.number.to_string())),
+                opt(pv.effective_head.map(|h| h.to_string())),
                 opt(pv.lag.map(|l| l.to_string())),
                 opt(pv.age_seconds.map(|a| format!("{a:.0} s"))),
                 escape(&opt(pv.last_error.as_ref().map(|e| e.detail.clone()))),

@@ -1,5 +1,6 @@
-//! JSON-RPC calls to one provider, with a deadline and a size limit, turning every way a
-//! provider can fail into a [`Reason`] and a detail text that never contains the URL.
+//! JSON-RPC calls to one provider, with a size limit, turning every way a provider can fail
+//! into a [`Reason`] and a detail text that never contains the URL. Deadlines and retries are
+//! the caller's ([`crate::confirm`]): one probe's attempts share one deadline.
 
 use std::error::Error as _;
 use std::time::{Duration, SystemTime};
@@ -24,10 +25,13 @@ pub struct ProbeError {
     pub detail: String,
     /// From a `429`: skip this provider until then.
     pub retry_after: Option<Duration>,
+    /// Whether a second attempt at once may well succeed (see [`Reason::is_transient`]); false
+    /// also for an HTTP status other than 5xx, a deliberate answer.
+    pub transient: bool,
 }
 
 impl ProbeError {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         let mut detail: String = detail.into();
         if detail.len() > MAX_DETAIL {
             let cut = (0..=MAX_DETAIL)
@@ -41,6 +45,7 @@ impl ProbeError {
             reason,
             detail,
             retry_after: None,
+            transient: reason.is_transient(),
         }
     }
 }
@@ -84,7 +89,6 @@ impl HttpClients {
 pub struct Rpc<'a> {
     client: &'a reqwest::Client,
     provider: &'a ProviderConfig,
-    timeout: Duration,
     max_bytes: usize,
 }
 
@@ -112,12 +116,7 @@ struct RawBlock {
 }
 
 impl<'a> Rpc<'a> {
-    pub fn new(
-        clients: &'a HttpClients,
-        provider: &'a ProviderConfig,
-        timeout: Duration,
-        max_bytes: usize,
-    ) -> Self {
+    pub fn new(clients: &'a HttpClients, provider: &'a ProviderConfig, max_bytes: usize) -> Self {
         let client = if provider.insecure_skip_verify {
             &clients.insecure
         } else {
@@ -126,7 +125,6 @@ impl<'a> Rpc<'a> {
         Self {
             client,
             provider,
-            timeout,
             max_bytes,
         }
     }
@@ -175,14 +173,7 @@ impl<'a> Rpc<'a> {
         params: serde_json::Value,
     ) -> Result<T, ProbeError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let bytes = tokio::time::timeout(self.timeout, self.post(&body))
-            .await
-            .map_err(|_| {
-                ProbeError::new(
-                    Reason::Timeout,
-                    format!("no complete answer within {:?}", self.timeout),
-                )
-            })??;
+        let bytes = self.post(&body).await?;
         decode(method, &bytes)
     }
 
@@ -211,10 +202,9 @@ impl<'a> Rpc<'a> {
             return Err(e);
         }
         if !status.is_success() {
-            return Err(ProbeError::new(
-                Reason::HttpStatus,
-                format!("HTTP {status}"),
-            ));
+            let mut e = ProbeError::new(Reason::HttpStatus, format!("HTTP {status}"));
+            e.transient = status.is_server_error();
+            return Err(e);
         }
         let too_large = || {
             ProbeError::new(

@@ -1,6 +1,7 @@
 //! A real HAProxy (Debian's `haproxy`) on 127.0.0.1, with an admin and an operator socket in a
 //! private temp dir, run in the foreground and killed on drop.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,6 +10,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use crate::{wait_for, TempDir};
+
+/// The `defaults` lines that decide how clients' requests fare (HTTP mode, timeouts, retries), as
+/// both shipped configs carry them: `deploy/local/haproxy.cfg` and
+/// `deploy/kubernetes/base/haproxy.cfg` (`actuator/tests/haproxy_retries.rs` keeps the three
+/// equal). Tests and benches started with these run what users run; the reasons are in
+/// `deploy/README.md`, "Retries".
+pub const SHIPPED_DEFAULTS: &str = "  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 10s
+  retries 2
+  option redispatch 1
+  retry-on conn-failure empty-response junk-response response-timeout 500 502 503 504
+  option http-buffer-request
+";
+
+/// `defaults` for tests of the runtime API alone: HAProxy's built-in retries (connection failures
+/// only, same server), long timeouts.
+const PLAIN_DEFAULTS: &str =
+    "  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n";
 
 /// One HAProxy process and its config.
 pub struct HaproxyProcess {
@@ -32,8 +53,18 @@ pub fn backend(name: &str, balance: &str, servers: &[(&str, String)]) -> String 
 
 impl HaproxyProcess {
     /// Starts HAProxy with `sections` (frontends, backends) after a generated `global` and
-    /// `defaults`, and waits until the admin socket answers.
+    /// plain `defaults` (no L7 retries), and waits until the admin socket answers.
     pub async fn start(sections: &str) -> Self {
+        Self::start_with_defaults(PLAIN_DEFAULTS, sections).await
+    }
+
+    /// Like [`start`](Self::start), but with the shipped configs' `defaults`
+    /// ([`SHIPPED_DEFAULTS`]): their timeouts and retries apply to `sections`.
+    pub async fn start_shipped(sections: &str) -> Self {
+        Self::start_with_defaults(SHIPPED_DEFAULTS, sections).await
+    }
+
+    async fn start_with_defaults(defaults: &str, sections: &str) -> Self {
         let dir = TempDir::new("haproxy");
         let admin_socket = dir.path().join("admin.sock");
         let operator_socket = dir.path().join("operator.sock");
@@ -42,7 +73,7 @@ impl HaproxyProcess {
             &config,
             format!(
                 "global\n  stats socket {} mode 600 level admin\n  stats socket {} mode 600 level operator\n\
-                 defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\n{sections}",
+                 defaults\n{defaults}\n{sections}",
                 admin_socket.display(),
                 operator_socket.display()
             ),
@@ -97,12 +128,44 @@ impl HaproxyProcess {
             .expect("admin socket answers")
     }
 
+    /// `show stat` for `backend`'s servers: one map per server, field name (`svname`, `wretr`,
+    /// `wredis`, …) to value, read by header name with quoted fields kept whole.
+    pub async fn server_stats(&self, backend: &str) -> Vec<HashMap<String, String>> {
+        let reply = self.admin(&format!("show stat {backend} 4 -1")).await;
+        let mut lines = reply.lines();
+        let header = lines
+            .next()
+            .and_then(|l| l.strip_prefix("# "))
+            .map(csv_fields)
+            .unwrap_or_default();
+        lines
+            .filter(|l| !l.is_empty())
+            .map(|l| header.iter().cloned().zip(csv_fields(l)).collect())
+            .collect()
+    }
+
     /// `get weight backend/server`'s current weight.
     pub async fn weight(&self, backend_server: &str) -> Option<u32> {
         let reply =
             admin_command(&self.admin_socket, &format!("get weight {backend_server}")).await?;
         reply.split_whitespace().next()?.parse().ok()
     }
+}
+
+/// One CSV line's fields: HAProxy quotes a field that holds a comma (a check's `last_chk`).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
 }
 
 async fn admin_command(socket: &std::path::Path, line: &str) -> Option<String> {
@@ -114,4 +177,17 @@ async fn admin_command(socket: &std::path::Path, line: &str) -> Option<String> {
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await.ok()?;
     Some(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_fields_keep_their_commas() {
+        assert_eq!(
+            csv_fields(r#"rpc,p1,3,"Down, for maintenance",,7"#),
+            ["rpc", "p1", "3", "Down, for maintenance", "", "7"]
+        );
+    }
 }

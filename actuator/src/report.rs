@@ -1,0 +1,87 @@
+//! What a cycle saw and decided, per backend and server: the one record that the status page,
+//! `explain`, the metrics and the logs are all derived from.
+
+use crate::haproxy::WriteOutcome;
+use crate::policy::{Observation, Verdict, WeightCommand};
+
+/// What a cycle saw and did, per backend.
+#[derive(Debug, Clone, Default)]
+pub struct CycleReport {
+    pub backends: Vec<BackendReport>,
+}
+
+impl CycleReport {
+    /// True when every write that was due succeeded.
+    pub fn all_written(&self) -> bool {
+        self.backends
+            .iter()
+            .flat_map(|b| &b.servers)
+            .all(|s| !matches!(s.outcome, Some(WriteOutcome::Failed(_))))
+    }
+
+    /// Where a server sits in the report: (backend index, server index).
+    pub fn locate(&self, backend: &str, server: &str) -> Option<(usize, usize)> {
+        let b = self.backends.iter().position(|b| b.backend == backend)?;
+        let s = self.backends[b]
+            .servers
+            .iter()
+            .position(|s| s.server == server)?;
+        Some((b, s))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendReport {
+    pub backend: String,
+    /// The chain policy's `full_weight` (what `100%` means on a static backend).
+    pub full_weight: u32,
+    pub chain: String,
+    pub algorithm: String,
+    pub static_algorithm: bool,
+    pub fail_open: bool,
+    pub servers: Vec<ServerReport>,
+    /// HAProxy servers of this backend that no provider names (left alone).
+    pub not_configured: Vec<String>,
+}
+
+impl BackendReport {
+    /// Servers in HAProxy whose weight is held because their data is missing or stale.
+    pub fn without_data(&self) -> usize {
+        self.servers
+            .iter()
+            .filter(|s| s.in_haproxy && s.verdict == Verdict::NoData)
+            .count()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerReport {
+    pub provider: String,
+    pub server: String,
+    /// False when HAProxy has no such server (left alone).
+    pub in_haproxy: bool,
+    pub observation: Option<Observation>,
+    pub verdict: Verdict,
+    /// Recent ejections (escalation count) after this cycle.
+    pub ejections: u32,
+    /// Seconds from this cycle until an ejected server may return at the earliest.
+    pub returns_in: Option<f64>,
+    /// HAProxy's weight at the start of the cycle.
+    pub current: Option<u32>,
+    pub desired: Option<u32>,
+    /// What was (or, in a dry run, would be) written.
+    pub write: Option<WeightCommand>,
+    pub outcome: Option<WriteOutcome>,
+}
+
+impl ServerReport {
+    /// The weight HAProxy should have after this cycle: what is written, else what it has (a
+    /// change inside the deadband is not written, so it is not a disagreement either).
+    pub fn target(&self, full_weight: u32) -> Option<u32> {
+        match self.write {
+            Some(WeightCommand::Absolute(w)) => Some(w),
+            Some(WeightCommand::FullPercent) => Some(full_weight),
+            None => self.current,
+        }
+    }
+}

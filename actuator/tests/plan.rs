@@ -1,0 +1,275 @@
+//! The planning step without Prometheus or HAProxy: the join of providers and servers, static
+//! backends, fail open per backend, and memory carried between cycles.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use actuator::haproxy::{BackendStat, ServerStat, WeightWrite};
+use actuator::observe::{Observations, ProviderKey};
+use actuator::plan::{plan, MemoryBook, Plan, PlanInput};
+use actuator::policy::{EjectReason, Observation, Verdict, WeightCommand};
+use common::config::{ChainConfig, Config};
+
+/// Two chains: `a` (backend `ba`, providers p1 p2 p3) and `b` (backend `bb`, provider q1 on
+/// server `sq`).
+fn chains() -> Vec<ChainConfig> {
+    let text = "[[chain]]\nname = \"a\"\nchain_id = 1\nbackend = \"ba\"\nweighting = \"equal\"\n\
+        [[chain.provider]]\nname = \"p1\"\nurl = \"http://127.0.0.1:1\"\n\
+        [[chain.provider]]\nname = \"p2\"\nurl = \"http://127.0.0.1:2\"\n\
+        [[chain.provider]]\nname = \"p3\"\nurl = \"http://127.0.0.1:3\"\n\
+        [[chain]]\nname = \"b\"\nchain_id = 2\nbackend = \"bb\"\n\
+        [[chain.provider]]\nname = \"q1\"\nserver = \"sq\"\nurl = \"http://127.0.0.1:4\"\n";
+    Config::parse(Path::new("t.toml"), text, |_| None)
+        .unwrap()
+        .chains
+}
+
+fn healthy() -> Observation {
+    Observation {
+        up: true,
+        chain_id_ok: Some(true),
+        block_lag: Some(0.0),
+        block_age: Some(1.0),
+        latency: Some(0.05),
+        error_ratio: Some(0.0),
+    }
+}
+
+fn down() -> Observation {
+    Observation {
+        up: false,
+        ..healthy()
+    }
+}
+
+fn backend(algorithm: &str, servers: &[(&str, u32)]) -> BackendStat {
+    BackendStat {
+        algorithm: algorithm.into(),
+        servers: servers
+            .iter()
+            .map(|(name, weight)| {
+                let stat = ServerStat {
+                    weight: *weight,
+                    status: "UP".into(),
+                    selected_total: 0,
+                };
+                (name.to_string(), stat)
+            })
+            .collect(),
+    }
+}
+
+struct Case {
+    observations: Vec<(&'static str, &'static str, Observation)>,
+    haproxy: Vec<(&'static str, BackendStat)>,
+    static_backends: Vec<&'static str>,
+}
+
+fn run(case: &Case, memory: &MemoryBook, now: f64) -> Plan {
+    let chains = chains();
+    let mut observations = Observations::default();
+    for (chain, provider, o) in &case.observations {
+        observations.insert(ProviderKey::new(chain, provider), *o);
+    }
+    let haproxy: BTreeMap<String, BackendStat> = case
+        .haproxy
+        .iter()
+        .map(|(name, stat)| (name.to_string(), stat.clone()))
+        .collect();
+    let static_backends: HashSet<String> =
+        case.static_backends.iter().map(|s| s.to_string()).collect();
+    plan(&PlanInput {
+        chains: &chains,
+        observations: &observations,
+        haproxy: &haproxy,
+        memory,
+        static_backends: &static_backends,
+        now,
+    })
+}
+
+fn write(backend: &str, server: &str, weight: WeightCommand) -> WeightWrite {
+    WeightWrite {
+        backend: backend.into(),
+        server: server.into(),
+        weight,
+    }
+}
+
+#[test]
+fn each_provider_meets_its_own_server_and_only_changes_are_written() {
+    let case = Case {
+        observations: vec![
+            ("a", "p1", healthy()),
+            ("a", "p2", down()),
+            ("a", "p3", healthy()),
+            ("b", "q1", healthy()),
+        ],
+        haproxy: vec![
+            (
+                "ba",
+                backend("roundrobin", &[("p1", 100), ("p2", 100), ("p3", 40)]),
+            ),
+            ("bb", backend("roundrobin", &[("sq", 100)])),
+        ],
+        static_backends: vec![],
+    };
+    let p = run(&case, &MemoryBook::new(), 0.0);
+    assert_eq!(
+        p.writes,
+        vec![
+            write("ba", "p2", WeightCommand::Absolute(0)),
+            write("ba", "p3", WeightCommand::Absolute(100)),
+        ]
+    );
+    let a = &p.report.backends[0];
+    assert_eq!(a.servers[1].verdict, Verdict::Ejected(EjectReason::Down));
+    assert_eq!(a.servers[1].ejections, 1);
+    assert!(a.servers[1].returns_in.is_some());
+    let b = &p.report.backends[1];
+    assert_eq!(
+        (b.servers[0].provider.as_str(), b.servers[0].server.as_str()),
+        ("q1", "sq")
+    );
+    assert_eq!(b.servers[0].verdict, Verdict::Healthy);
+    assert_eq!(p.memory.len(), 4);
+}
+
+#[test]
+fn servers_missing_on_either_side_are_reported_and_left_alone() {
+    let case = Case {
+        observations: vec![("a", "p1", down()), ("a", "p2", healthy())],
+        haproxy: vec![(
+            "ba",
+            backend("roundrobin", &[("p1", 100), ("p2", 100), ("extra", 100)]),
+        )],
+        static_backends: vec![],
+    };
+    let p = run(&case, &MemoryBook::new(), 0.0);
+    let a = &p.report.backends[0];
+    assert_eq!(a.not_configured, vec!["extra".to_owned()]);
+    assert!(!a.servers[2].in_haproxy, "p3 has no server");
+    assert_eq!(a.servers[2].verdict, Verdict::NoData);
+    assert_eq!(
+        p.writes,
+        vec![write("ba", "p1", WeightCommand::Absolute(0))]
+    );
+    // Backend `bb` is not in HAProxy at all: reported, nothing written.
+    let b = &p.report.backends[1];
+    assert!(b.algorithm.is_empty() && !b.servers[0].in_haproxy);
+    assert_eq!(
+        b.without_data(),
+        0,
+        "a server HAProxy lacks is not a held server"
+    );
+}
+
+#[test]
+fn missing_data_holds_and_is_counted() {
+    let case = Case {
+        observations: vec![("a", "p1", healthy())],
+        haproxy: vec![(
+            "ba",
+            backend("roundrobin", &[("p1", 100), ("p2", 7), ("p3", 0)]),
+        )],
+        static_backends: vec![],
+    };
+    let p = run(&case, &MemoryBook::new(), 0.0);
+    assert!(p.writes.is_empty(), "{:?}", p.writes);
+    assert_eq!(p.report.backends[0].without_data(), 2);
+}
+
+#[test]
+fn static_backends_take_only_on_and_off() {
+    let case = Case {
+        observations: vec![
+            ("a", "p1", down()),
+            ("a", "p2", healthy()),
+            ("a", "p3", healthy()),
+        ],
+        haproxy: vec![(
+            "ba",
+            backend("static-rr", &[("p1", 100), ("p2", 0), ("p3", 100)]),
+        )],
+        static_backends: vec![],
+    };
+    let p = run(&case, &MemoryBook::new(), 0.0);
+    assert!(p.report.backends[0].static_algorithm);
+    assert_eq!(
+        p.writes,
+        vec![
+            write("ba", "p1", WeightCommand::Absolute(0)),
+            write("ba", "p2", WeightCommand::FullPercent),
+        ]
+    );
+    // A backend HAProxy refused a weight for earlier (e.g. `source` hashing) is treated alike.
+    let learned = Case {
+        haproxy: vec![(
+            "ba",
+            backend("source", &[("p1", 100), ("p2", 0), ("p3", 100)]),
+        )],
+        static_backends: vec!["ba"],
+        ..case
+    };
+    assert_eq!(run(&learned, &MemoryBook::new(), 0.0).writes.len(), 2);
+}
+
+#[test]
+fn fail_open_is_decided_per_backend() {
+    let case = Case {
+        observations: vec![
+            ("a", "p1", down()),
+            ("a", "p2", down()),
+            ("a", "p3", down()),
+            ("b", "q1", healthy()),
+        ],
+        haproxy: vec![
+            (
+                "ba",
+                backend("roundrobin", &[("p1", 100), ("p2", 100), ("p3", 100)]),
+            ),
+            ("bb", backend("roundrobin", &[("sq", 100)])),
+        ],
+        static_backends: vec![],
+    };
+    let p = run(&case, &MemoryBook::new(), 0.0);
+    assert!(p.report.backends[0].fail_open);
+    assert!(!p.report.backends[1].fail_open);
+    assert!(p.writes.is_empty(), "all keep full weight: {:?}", p.writes);
+}
+
+#[test]
+fn memory_carries_an_ejection_into_the_next_cycle() {
+    let mut case = Case {
+        observations: vec![
+            ("a", "p1", down()),
+            ("a", "p2", healthy()),
+            ("a", "p3", healthy()),
+        ],
+        haproxy: vec![(
+            "ba",
+            backend("roundrobin", &[("p1", 100), ("p2", 100), ("p3", 100)]),
+        )],
+        static_backends: vec![],
+    };
+    let first = run(&case, &MemoryBook::new(), 0.0);
+    case.observations[0].2 = healthy();
+    case.haproxy = vec![(
+        "ba",
+        backend("roundrobin", &[("p1", 0), ("p2", 100), ("p3", 100)]),
+    )];
+    let second = run(&case, &first.memory, 1.0);
+    let p1 = &second.report.backends[0].servers[0];
+    assert!(
+        matches!(p1.verdict, Verdict::Readmitting { streak: 1, .. }),
+        "{:?}",
+        p1.verdict
+    );
+    assert!(second.writes.is_empty(), "stays at 0 while readmitting");
+    // Without the memory the same observation would put it straight back.
+    let forgetful = run(&case, &MemoryBook::new(), 1.0);
+    assert_eq!(
+        forgetful.report.backends[0].servers[0].verdict,
+        Verdict::Healthy
+    );
+}
