@@ -5,8 +5,9 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::clock::unix_now;
 use common::config::{ChainConfig, ExporterConfig};
 use futures::future::join_all;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
@@ -95,12 +96,6 @@ pub struct ChainProber {
     metrics: Arc<Metrics>,
     memories: Vec<Arc<tokio::sync::Mutex<ProbeMemory>>>,
     view: Mutex<ChainView>,
-}
-
-fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 impl ChainProber {
@@ -269,7 +264,7 @@ impl ChainProber {
         m.probes.with_label_values(&labels).inc();
         m.last_probe
             .with_label_values(&labels)
-            .set(unix_seconds(SystemTime::now()));
+            .set(unix_now());
         let mut view = self.lock_view();
         let pv = &mut view.providers[i];
         match result {
@@ -352,7 +347,7 @@ impl ChainProber {
             }
         }
         let head = round_head.or(view.head);
-        let now = unix_seconds(SystemTime::now());
+        let now = unix_now();
         for (i, probed) in results {
             let Some(Probed {
                 head: Some(block), ..
