@@ -66,7 +66,7 @@ impl Actuator {
     pub fn new(config: Config) -> Result<Self, ActuatorError> {
         let a = &config.actuator;
         Ok(Self {
-            prometheus: PrometheusClient::new(&a.prometheus_url, a.query_timeout)?,
+            prometheus: PrometheusClient::new(a.prometheus_url.expose(), a.query_timeout)?,
             haproxy: Haproxy::new(a.haproxy.clone(), a.haproxy_timeout),
             metrics: ActuatorMetrics::new(),
             state: Mutex::new(State::default()),

@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let mut config = Config::load(&cli.config)?;
     let a = &mut config.actuator;
     if let Some(url) = cli.prometheus_url {
-        a.prometheus_url = url;
+        a.prometheus_url = common::secret::SecretUrl::new(url);
     }
     if let Some(haproxy) = cli.haproxy {
         a.haproxy = haproxy;

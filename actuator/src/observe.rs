@@ -1,7 +1,9 @@
 //! From the signal queries to one [`Observation`] per provider. A provider whose `up` or last
 //! probe time is missing, or whose last probe is older than `max_data_age`, has no observation:
-//! the policy then holds its weight (fail static). A last probe in the future is clock skew
-//! between the exporter and Prometheus, not freshness: also no observation, and reported.
+//! the policy then holds its weight (fail static). Data from the future is clock skew, not
+//! freshness: a last probe ahead of Prometheus' clock (the exporter's clock runs ahead), or a
+//! block timestamped ahead of the exporter's (the provider's, or the exporter's clock behind).
+//! Such a provider has no observation either, and is reported.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,14 +30,35 @@ impl ProviderKey {
 }
 
 /// A last probe this far in Prometheus' future is clock skew, not a scrape racing a query.
-const SKEW_TOLERANCE_SECONDS: f64 = 1.0;
+const PROBE_SKEW_TOLERANCE_SECONDS: f64 = 1.0;
+
+/// A block this far in the exporter's future is clock skew, not a block producer's rounding.
+const BLOCK_SKEW_TOLERANCE_SECONDS: f64 = 15.0;
+
+/// Which timestamp came from the future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skew {
+    /// The exporter's last probe, against Prometheus' clock.
+    LastProbe,
+    /// The provider's head block, against the exporter's clock.
+    BlockTimestamp,
+}
+
+impl Skew {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skew::LastProbe => "last_probe",
+            Skew::BlockTimestamp => "block_timestamp",
+        }
+    }
+}
 
 /// What Prometheus says of every provider with fresh data, and who has a clock ahead of it.
 #[derive(Debug, Clone, Default)]
 pub struct Observations {
     signals: HashMap<ProviderKey, Observation>,
-    /// Providers whose last probe is in the future, by how many seconds.
-    pub clock_skewed: Vec<(ProviderKey, f64)>,
+    /// Providers with data from the future: which timestamp, and by how many seconds.
+    pub clock_skewed: Vec<(ProviderKey, Skew, f64)>,
 }
 
 impl Observations {
@@ -80,8 +103,17 @@ pub async fn observe(
             .get(key)
             .map(|(evaluated, probed)| evaluated - probed)
             .filter(|age| age.is_finite());
-        if let Some(age) = probe_age.filter(|age| *age < -SKEW_TOLERANCE_SECONDS) {
-            observations.clock_skewed.push((key.clone(), -age));
+        if let Some(age) = probe_age.filter(|age| *age < -PROBE_SKEW_TOLERANCE_SECONDS) {
+            observations
+                .clock_skewed
+                .push((key.clone(), Skew::LastProbe, -age));
+            continue;
+        }
+        let block_age = finite(&age, key);
+        if let Some(age) = block_age.filter(|age| *age < -BLOCK_SKEW_TOLERANCE_SECONDS) {
+            observations
+                .clock_skewed
+                .push((key.clone(), Skew::BlockTimestamp, -age));
             continue;
         }
         let fresh = probe_age.is_some_and(|age| age <= max_data_age.as_secs_f64());
@@ -94,7 +126,7 @@ pub async fn observe(
                 up: *up_value >= 0.5,
                 chain_id_ok: finite(&chain_id, key).map(|v| v >= 0.5),
                 block_lag: finite(&lag, key),
-                block_age: finite(&age, key),
+                block_age,
                 latency: finite(&latency, key),
                 error_ratio: finite(&errors, key).map(|r| r.clamp(0.0, 1.0)),
             },

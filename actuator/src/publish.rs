@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use crate::cycle::Mode;
 use crate::haproxy::WriteOutcome;
 use crate::metrics::ActuatorMetrics;
-use crate::observe::ProviderKey;
+use crate::observe::{ProviderKey, Skew};
 use crate::policy::EjectReason;
 use crate::report::{BackendReport, CycleReport};
 
@@ -108,14 +108,14 @@ impl Published {
         self.mismatches = now;
     }
 
-    /// Logs providers whose clock runs ahead of Prometheus' (their data counts as missing).
-    pub fn clock_skew(&mut self, skewed: &[(ProviderKey, f64)]) {
-        let now: BTreeSet<ProviderKey> = skewed.iter().map(|(k, _)| k.clone()).collect();
-        for (key, ahead) in skewed
+    /// Logs providers with data from the future (their data counts as missing).
+    pub fn clock_skew(&mut self, skewed: &[(ProviderKey, Skew, f64)]) {
+        let now: BTreeSet<ProviderKey> = skewed.iter().map(|(k, _, _)| k.clone()).collect();
+        let new = skewed
             .iter()
-            .filter(|(k, _)| !self.clock_skewed.contains(k))
-        {
-            tracing::warn!(chain = %key.chain, provider = %key.provider, ahead_seconds = ahead, "the exporter's last probe is in Prometheus' future: clock skew; its data is treated as missing until the clocks agree");
+            .filter(|(k, _, _)| !self.clock_skewed.contains(k));
+        for (key, skew, ahead) in new {
+            tracing::warn!(chain = %key.chain, provider = %key.provider, timestamp = skew.as_str(), ahead_seconds = ahead, "data from the future: clock skew (last_probe: the exporter's clock is ahead of Prometheus'; block_timestamp: the provider's clock is ahead of the exporter's, or the exporter's is behind); its data is treated as missing until the clocks agree");
         }
         for key in self.clock_skewed.difference(&now) {
             tracing::info!(chain = %key.chain, provider = %key.provider, "clock skew over");
