@@ -141,7 +141,7 @@ async fn stall_slow_outage_restart_and_dry_run() {
         actuator,
         // Bound, not `..`: the exporter and the temp dir must live as long as the test.
         _stop_exporter: _exporter,
-        _dir: _dir,
+        _dir,
         ..
     } = start("max_block_lag = 5\nreadmit_after = 2\nslow_start = \"5s\"").await;
 

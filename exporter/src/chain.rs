@@ -2,6 +2,9 @@
 //! previous probe is still in flight), then derives the chain head and each provider's lag and age.
 //! Each request of a probe is [`confirm`]ed, and lag and age are judged on each provider's
 //! effective head ([`RecentHeads`]), so that a healthy provider's noise is not taken for failure.
+//! A block the chain cannot have reached yet is an error of the provider that answered it
+//! ([`crate::plausible`]), and in small pools a provider is called behind only when its own block
+//! age agrees ([`chain_head`]), so that one provider that is wrong cannot drain the honest ones.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +20,8 @@ use tokio::time::MissedTickBehavior;
 use crate::confirm::{confirm, Confirmed};
 use crate::head::RecentHeads;
 use crate::metrics::Metrics;
+use crate::plausible::{check_number, Reference, FUTURE_TOLERANCE_SECONDS};
+use crate::provider_text::Redactor;
 use crate::reason::Reason;
 use crate::rpc::{Block, HttpClients, ProbeError, Rpc};
 
@@ -63,6 +68,9 @@ pub struct ProviderView {
     pub age_seconds: Option<f64>,
     /// Confirmed failed probes in a row.
     pub consecutive_failures: u64,
+    /// Whether its effective head's timestamp is more than [`FUTURE_TOLERANCE_SECONDS`] ahead of
+    /// this host's clock (its age is then negative, published as it is).
+    pub clock_skewed: bool,
 }
 
 /// What is known of one chain.
@@ -72,18 +80,57 @@ pub struct ChainView {
     pub providers: Vec<ProviderView>,
     pub rounds_done: u64,
     applied_round: u64,
+    /// The last head the providers agreed on, which answers are judged plausible against.
+    reference: Option<Reference>,
 }
 
-/// The chain head of one round from the effective heads of the providers that answered: the
-/// highest, or the second highest when three or more answered, so one provider far ahead cannot
-/// make all the others look behind.
-pub fn chain_head(mut numbers: Vec<u64>) -> Option<u64> {
-    numbers.sort_unstable_by(|a, b| b.cmp(a));
-    if numbers.len() >= 3 {
-        Some(numbers[1])
-    } else {
-        numbers.first().copied()
-    }
+/// One answering provider's effective head, as the head rule sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Answer {
+    pub number: u64,
+    /// Seconds from its block's timestamp to now; negative if the timestamp is ahead.
+    pub age: f64,
+}
+
+/// A round's chain head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub number: u64,
+    /// Whether the answers agree on it; only such a head becomes the [`Reference`] for
+    /// plausibility, so that a head chosen in a dispute cannot get honest answers rejected.
+    pub agreed: bool,
+}
+
+/// The chain head of one round from the effective heads of the providers that answered, such
+/// that no provider is behind on the word of one other alone:
+/// - three or more: the second highest, so that a head is always vouched for by two providers
+///   and one far ahead cannot make all the others look behind;
+/// - two: the higher if both are equal or the lower one's own age shows it behind
+///   ([`behind_by_age`]); otherwise the two disagree and nothing tells which one is wrong, so the
+///   head is the lower, under which neither lags, and it is not agreed;
+/// - one: its answer.
+pub fn chain_head(mut answers: Vec<Answer>, interval: Duration) -> Option<Head> {
+    answers.sort_unstable_by_key(|a| std::cmp::Reverse(a.number));
+    let (number, agreed) = match answers[..] {
+        [] => return None,
+        [only] => (only.number, true),
+        [high, low] if high.number == low.number || behind_by_age(low.age, high.age, interval) => {
+            (high.number, true)
+        }
+        [_, low] => (low.number, false),
+        [_, second, ..] => (second.number, true),
+    };
+    Some(Head { number, agreed })
+}
+
+/// Whether a provider whose head is `age` seconds old is behind one whose head is `other_age`
+/// old: older than twice the other's age plus a probe `interval`. A provider that stopped is
+/// caught within about two block times (its age grows, the other's stays within one block time
+/// plus a probe interval), while two healthy providers a replica's block apart, probed at
+/// slightly different moments, are not. Ages below zero (timestamps ahead of this host's clock)
+/// count as zero, so that a provider cannot look fresher than fresh.
+pub fn behind_by_age(age: f64, other_age: f64, interval: Duration) -> bool {
+    age.max(0.0) > 2.0 * other_age.max(0.0) + interval.as_secs_f64()
 }
 
 /// Probes one chain's providers and publishes what it finds.
@@ -94,6 +141,8 @@ pub struct ChainProber {
     clients: HttpClients,
     limiter: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Each provider's secrets, for the text it writes back.
+    redactors: Vec<Redactor>,
     memories: Vec<Arc<tokio::sync::Mutex<ProbeMemory>>>,
     view: Mutex<ChainView>,
 }
@@ -118,6 +167,7 @@ impl ChainProber {
                     )))
                 })
                 .collect(),
+            redactors: config.providers.iter().map(Redactor::new).collect(),
             view: Mutex::new(ChainView {
                 providers: vec![ProviderView::default(); n],
                 ..Default::default()
@@ -177,7 +227,8 @@ impl ChainProber {
         let result = {
             let _permit = self.limiter.acquire().await.ok()?;
             self.call(i, &mut memory).await
-        };
+        }
+        .and_then(|answer| self.plausible(&answer.0).map(|()| answer));
         memory.skip_until = result
             .as_ref()
             .err()
@@ -192,6 +243,13 @@ impl ChainProber {
             answered: result.is_ok(),
             head: memory.heads.effective(now).cloned(),
         })
+    }
+
+    /// Whether the chain can have reached `block` yet, judged against the last agreed head.
+    fn plausible(&self, block: &Block) -> Result<(), ProbeError> {
+        let reference = self.lock_view().reference;
+        check_number(block.number, reference, Instant::now(), unix_now())
+            .map_err(|why| ProbeError::new(Reason::ImplausibleBlock, why))
     }
 
     /// [`confirm`]s one request of provider `i` and counts the attempts it retried or hedged.
@@ -230,7 +288,12 @@ impl ChainProber {
     ) -> Result<(Block, Duration), ProbeError> {
         let provider = &self.config.providers[i];
         let s = &self.settings;
-        let rpc = Rpc::new(&self.clients, provider, s.max_response_bytes);
+        let rpc = Rpc::new(
+            &self.clients,
+            provider,
+            &self.redactors[i],
+            s.max_response_bytes,
+        );
         let deadline = tokio::time::Instant::now() + s.probe_timeout;
         let check_due = !memory.chain_ok
             || memory
@@ -262,9 +325,7 @@ impl ChainProber {
         let labels = [chain, provider];
         let m = &self.metrics;
         m.probes.with_label_values(&labels).inc();
-        m.last_probe
-            .with_label_values(&labels)
-            .set(unix_now());
+        m.last_probe.with_label_values(&labels).set(unix_now());
         let mut view = self.lock_view();
         let pv = &mut view.providers[i];
         match result {
@@ -329,25 +390,36 @@ impl ChainProber {
     /// ran meanwhile. The published head only moves forward in round order.
     fn finish_round(&self, id: u64, results: &[(usize, Option<Probed>)]) {
         let chain = self.config.name.as_str();
+        let now = unix_now();
+        let age = |block: &Block| now - block.timestamp as f64;
         let mut view = self.lock_view();
         view.rounds_done += 1;
-        let answered = results.iter().filter_map(|(_, probed)| {
+        let answers = results.iter().filter_map(|(_, probed)| {
             let probed = probed.as_ref().filter(|p| p.answered)?;
-            probed.head.as_ref().map(|block| block.number)
+            let block = probed.head.as_ref()?;
+            Some(Answer {
+                number: block.number,
+                age: age(block),
+            })
         });
-        let round_head = chain_head(answered.collect());
+        let round_head = chain_head(answers.collect(), self.settings.probe_interval);
         if id > view.applied_round {
             view.applied_round = id;
             if let Some(head) = round_head {
-                view.head = Some(head);
+                view.head = Some(head.number);
+                if head.agreed {
+                    view.reference = Some(Reference {
+                        number: head.number,
+                        at: Instant::now(),
+                    });
+                }
                 self.metrics
                     .chain_head
                     .with_label_values(&[chain])
-                    .set(head as f64);
+                    .set(head.number as f64);
             }
         }
-        let head = round_head.or(view.head);
-        let now = unix_now();
+        let head = round_head.map(|h| h.number).or(view.head);
         for (i, probed) in results {
             let Some(Probed {
                 head: Some(block), ..
@@ -357,10 +429,30 @@ impl ChainProber {
             };
             let pv = &mut view.providers[*i];
             pv.effective_head = Some(block.number);
-            let labels = [chain, self.config.providers[*i].name.as_str()];
-            let age = (now - block.timestamp as f64).max(0.0);
+            let provider = self.config.providers[*i].name.as_str();
+            let labels = [chain, provider];
+            // Negative when the timestamp is ahead of this host's clock: published as it is,
+            // since a clamped 0 would make the provider look perfectly fresh for ever.
+            let age = age(block);
             pv.age_seconds = Some(age);
             self.metrics.block_age.with_label_values(&labels).set(age);
+            let skewed = age < -FUTURE_TOLERANCE_SECONDS;
+            if skewed && !pv.clock_skewed {
+                tracing::warn!(
+                    chain,
+                    provider,
+                    ahead_seconds = -age,
+                    "block timestamp is ahead of this host's clock: clock skew, or an implausible \
+                     block; its age is published negative"
+                );
+            } else if pv.clock_skewed && !skewed {
+                tracing::info!(
+                    chain,
+                    provider,
+                    "block timestamp no longer ahead of this host's clock"
+                );
+            }
+            pv.clock_skewed = skewed;
             if let Some(head) = head {
                 let lag = head.saturating_sub(block.number);
                 pv.lag = Some(lag);
@@ -375,19 +467,55 @@ impl ChainProber {
 
 #[cfg(test)]
 mod tests {
-    use super::chain_head;
+    use super::*;
 
-    #[test]
-    fn head_is_the_highest_of_one_or_two_answers() {
-        assert_eq!(chain_head(vec![]), None);
-        assert_eq!(chain_head(vec![7]), Some(7));
-        assert_eq!(chain_head(vec![7, 9]), Some(9));
+    const INTERVAL: Duration = Duration::from_secs(2);
+
+    /// Answers of the given (number, age) pairs.
+    fn head(answers: &[(u64, f64)]) -> Option<(u64, bool)> {
+        let answers = answers
+            .iter()
+            .map(|&(number, age)| Answer { number, age })
+            .collect();
+        chain_head(answers, INTERVAL).map(|h| (h.number, h.agreed))
     }
 
     #[test]
-    fn head_is_the_second_highest_of_three_or_more() {
-        assert_eq!(chain_head(vec![100, 1_000_000, 99]), Some(100));
-        assert_eq!(chain_head(vec![5, 5, 5]), Some(5));
-        assert_eq!(chain_head(vec![1, 2, 3, 4]), Some(3));
+    fn one_answer_is_the_head() {
+        assert_eq!(head(&[]), None);
+        assert_eq!(head(&[(7, 1.0)]), Some((7, true)));
+    }
+
+    #[test]
+    fn of_two_the_higher_is_the_head_only_when_the_lower_is_old_enough_to_be_behind() {
+        assert_eq!(head(&[(9, 1.0), (9, 3.0)]), Some((9, true)), "equal");
+        assert_eq!(head(&[(7, 30.0), (9, 1.0)]), Some((9, true)), "stopped");
+        assert_eq!(
+            head(&[(9, 1.0), (59, 1.0)]),
+            Some((9, false)),
+            "one is wrong"
+        );
+        assert_eq!(head(&[(9, 1.0), (59, -600.0)]), Some((9, false)), "future");
+        assert_eq!(head(&[(8, 4.0), (9, 1.0)]), Some((8, false)), "4 <= 2 + 2");
+        assert_eq!(head(&[(8, 4.1), (9, 1.0)]), Some((9, true)));
+    }
+
+    #[test]
+    fn of_three_or_more_the_second_highest_is_the_head() {
+        let fresh = |numbers: &[u64]| numbers.iter().map(|&n| (n, 1.0)).collect::<Vec<_>>();
+        assert_eq!(head(&fresh(&[100, 1_000_000, 99])), Some((100, true)));
+        assert_eq!(head(&fresh(&[5, 5, 5])), Some((5, true)));
+        assert_eq!(head(&fresh(&[1, 2, 3, 4])), Some((3, true)));
+    }
+
+    #[test]
+    fn age_below_zero_counts_as_fresh_not_fresher() {
+        assert!(behind_by_age(30.0, 1.0, INTERVAL));
+        assert!(!behind_by_age(3.0, 1.0, INTERVAL));
+        assert!(
+            !behind_by_age(1.0, -100.0, INTERVAL),
+            "2 x -100 + 2 would call it behind"
+        );
+        assert!(!behind_by_age(-50.0, 0.0, INTERVAL));
     }
 }

@@ -5,6 +5,8 @@ pub mod chain;
 pub mod confirm;
 pub mod head;
 pub mod metrics;
+pub mod plausible;
+pub mod provider_text;
 pub mod reason;
 pub mod routes;
 pub mod rpc;

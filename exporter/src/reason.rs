@@ -15,11 +15,13 @@ pub enum Reason {
     InvalidResponse,
     TooLarge,
     WrongChain,
+    /// A block the chain cannot have made yet ([`crate::plausible`]).
+    ImplausibleBlock,
 }
 
 impl Reason {
     /// Every reason, for pre-creating counters at zero so that `rate()` works from the start.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Timeout,
         Reason::Connect,
         Reason::Tls,
@@ -29,13 +31,18 @@ impl Reason {
         Reason::InvalidResponse,
         Reason::TooLarge,
         Reason::WrongChain,
+        Reason::ImplausibleBlock,
     ];
 
     /// Whether a failure of this kind is often a blip that a second attempt at once would not
     /// meet (a reset, a 5xx, a hang, a bad body from one replica), so worth confirming before
-    /// believing. A rate limit and a wrong chain id are the provider's deliberate answers.
+    /// believing. A rate limit and a wrong chain id are the provider's deliberate answers; an
+    /// implausible block is judged after the answer, not retried.
     pub fn is_transient(self) -> bool {
-        !matches!(self, Reason::RateLimited | Reason::WrongChain)
+        !matches!(
+            self,
+            Reason::RateLimited | Reason::WrongChain | Reason::ImplausibleBlock
+        )
     }
 
     /// The label value.
@@ -50,6 +57,7 @@ impl Reason {
             Reason::InvalidResponse => "invalid_response",
             Reason::TooLarge => "too_large",
             Reason::WrongChain => "wrong_chain",
+            Reason::ImplausibleBlock => "implausible_block",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! JSON-RPC calls to one provider, with a size limit, turning every way a provider can fail
-//! into a [`Reason`] and a detail text that never contains the URL. Deadlines and retries are
+//! into a [`Reason`] and a detail text that never contains the URL, the headers or any part of
+//! them: what the provider wrote is [`Redactor`]ed as the error is built. Deadlines and retries are
 //! the caller's ([`crate::confirm`]): one probe's attempts share one deadline.
 
 use std::error::Error as _;
@@ -10,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::provider_text::{printable, Redactor};
 use crate::reason::Reason;
 
 /// The longest `Retry-After` honoured, so a provider cannot switch probing off for long.
@@ -21,7 +23,8 @@ const MAX_DETAIL: usize = 200;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeError {
     pub reason: Reason,
-    /// Human-readable, URL-free explanation.
+    /// Human-readable explanation, free of the provider's secrets and of control characters,
+    /// at most [`MAX_DETAIL`] bytes and an ellipsis.
     pub detail: String,
     /// From a `429`: skip this provider until then.
     pub retry_after: Option<Duration>,
@@ -31,22 +34,20 @@ pub struct ProbeError {
 }
 
 impl ProbeError {
-    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        let mut detail: String = detail.into();
-        if detail.len() > MAX_DETAIL {
-            let cut = (0..=MAX_DETAIL)
-                .rev()
-                .find(|i| detail.is_char_boundary(*i))
-                .unwrap_or(0);
-            detail.truncate(cut);
-            detail.push('…');
-        }
+    /// An error explained in the exporter's own words.
+    pub fn new(reason: Reason, detail: impl AsRef<str>) -> Self {
         Self {
             reason,
-            detail,
+            detail: printable(detail.as_ref(), MAX_DETAIL),
             retry_after: None,
             transient: reason.is_transient(),
         }
+    }
+
+    /// An error whose detail quotes the provider (or its transport): `redactor` removes the
+    /// provider's secrets before the text can reach a log or a page.
+    pub fn quoting(reason: Reason, detail: &str, redactor: &Redactor) -> Self {
+        Self::new(reason, redactor.redact(detail))
     }
 }
 
@@ -89,6 +90,8 @@ impl HttpClients {
 pub struct Rpc<'a> {
     client: &'a reqwest::Client,
     provider: &'a ProviderConfig,
+    /// `provider`'s secrets, for what it writes back.
+    redactor: &'a Redactor,
     max_bytes: usize,
 }
 
@@ -116,7 +119,12 @@ struct RawBlock {
 }
 
 impl<'a> Rpc<'a> {
-    pub fn new(clients: &'a HttpClients, provider: &'a ProviderConfig, max_bytes: usize) -> Self {
+    pub fn new(
+        clients: &'a HttpClients,
+        provider: &'a ProviderConfig,
+        redactor: &'a Redactor,
+        max_bytes: usize,
+    ) -> Self {
         let client = if provider.insecure_skip_verify {
             &clients.insecure
         } else {
@@ -125,6 +133,7 @@ impl<'a> Rpc<'a> {
         Self {
             client,
             provider,
+            redactor,
             max_bytes,
         }
     }
@@ -174,11 +183,12 @@ impl<'a> Rpc<'a> {
     ) -> Result<T, ProbeError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let bytes = self.post(&body).await?;
-        decode(method, &bytes)
+        decode(method, &bytes, self.redactor)
     }
 
-    fn https(&self) -> bool {
-        self.provider.url.expose().scheme() == "https"
+    fn transport_failure(&self, e: reqwest::Error) -> ProbeError {
+        let https = self.provider.url.expose().scheme() == "https";
+        transport_error(e, https, self.redactor)
     }
 
     async fn post(&self, body: &serde_json::Value) -> Result<Vec<u8>, ProbeError> {
@@ -190,7 +200,7 @@ impl<'a> Rpc<'a> {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| transport_error(e, self.https()))?;
+            .map_err(|e| self.transport_failure(e))?;
         let status = response.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let mut e = ProbeError::new(Reason::RateLimited, "HTTP 429 Too Many Requests");
@@ -222,7 +232,7 @@ impl<'a> Rpc<'a> {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| transport_error(e, self.https()))?
+            .map_err(|e| self.transport_failure(e))?
         {
             if bytes.len() + chunk.len() > self.max_bytes {
                 return Err(too_large());
@@ -233,19 +243,27 @@ impl<'a> Rpc<'a> {
     }
 }
 
-fn decode<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, ProbeError> {
+/// The result of a JSON-RPC response. The provider's words (its error message; serde's messages,
+/// which quote an unexpected string result) go through `redactor`.
+fn decode<T: DeserializeOwned>(
+    method: &str,
+    bytes: &[u8],
+    redactor: &Redactor,
+) -> Result<T, ProbeError> {
     let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| {
-        ProbeError::new(
+        ProbeError::quoting(
             Reason::InvalidResponse,
-            format!("{method}: body is not a JSON-RPC response ({e})"),
+            &format!("{method}: body is not a JSON-RPC response ({e})"),
+            redactor,
         )
     })?;
     if let Some(error) = envelope.error {
         let code = error.code.map_or(String::new(), |c| format!(" {c}"));
         let message = error.message.unwrap_or_default();
-        return Err(ProbeError::new(
+        return Err(ProbeError::quoting(
             Reason::RpcError,
-            format!("{method}: JSON-RPC error{code}: {message}"),
+            &format!("{method}: JSON-RPC error{code}: {message}"),
+            redactor,
         ));
     }
     let result = envelope.result.ok_or_else(|| {
@@ -255,9 +273,10 @@ fn decode<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, ProbeErr
         )
     })?;
     serde_json::from_value(result).map_err(|e| {
-        ProbeError::new(
+        ProbeError::quoting(
             Reason::InvalidResponse,
-            format!("{method}: unexpected result ({e})"),
+            &format!("{method}: unexpected result ({e})"),
+            redactor,
         )
     })
 }
@@ -266,7 +285,7 @@ fn decode<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, ProbeErr
 /// messages of its sources are used. On an `https` URL, a connect failure that is neither the
 /// name lookup nor the TCP connection is the TLS handshake (rustls' error arrives boxed inside
 /// the connector's, so its type cannot be relied on).
-fn transport_error(e: reqwest::Error, https: bool) -> ProbeError {
+fn transport_error(e: reqwest::Error, https: bool, redactor: &Redactor) -> ProbeError {
     let e = e.without_url();
     let mut causes = Vec::new();
     let mut source = e.source();
@@ -287,7 +306,7 @@ fn transport_error(e: reqwest::Error, https: bool) -> ProbeError {
     } else {
         Reason::Connect
     };
-    ProbeError::new(reason, detail)
+    ProbeError::quoting(reason, &detail, redactor)
 }
 
 /// Parses a JSON-RPC quantity: `0x` and 1 to 16 hex digits.
@@ -351,7 +370,12 @@ mod tests {
 
     #[test]
     fn decoding_names_each_kind_of_bad_body() {
-        let reason = |body: &str| decode::<String>("m", body.as_bytes()).unwrap_err().reason;
+        let none = Redactor::default();
+        let reason = |body: &str| {
+            decode::<String>("m", body.as_bytes(), &none)
+                .unwrap_err()
+                .reason
+        };
         assert_eq!(reason("<html>"), Reason::InvalidResponse);
         assert_eq!(
             reason(r#"{"jsonrpc":"2.0","id":1}"#),
@@ -362,7 +386,7 @@ mod tests {
             reason(r#"{"id":1,"error":{"code":-32000,"message":"boom"}}"#),
             Reason::RpcError
         );
-        let ok: String = decode("m", br#"{"id":1,"result":"0x1"}"#).unwrap();
+        let ok: String = decode("m", br#"{"id":1,"result":"0x1"}"#, &none).unwrap();
         assert_eq!(ok, "0x1");
     }
 
@@ -371,5 +395,11 @@ mod tests {
         let e = ProbeError::new(Reason::RpcError, "é".repeat(300));
         assert!(e.detail.len() <= MAX_DETAIL + '…'.len_utf8());
         assert!(e.detail.ends_with('…'));
+    }
+
+    #[test]
+    fn details_carry_no_control_characters() {
+        let e = ProbeError::new(Reason::RpcError, "a\nb\x1b[0m");
+        assert_eq!(e.detail, "a\\nb\\u{1b}[0m");
     }
 }

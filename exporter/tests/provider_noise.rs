@@ -2,20 +2,20 @@
 //! hang is absorbed (and counted as a retry), a provider really down or erroring is down after
 //! one round, and replica jitter does not raise lag while a frozen head's lag grows each block.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::config::Config;
-use exporter::Exporter;
-use serde_json::{json, Value};
+use serde_json::json;
+use support::{block, errors, exporter, listen, read_request, reply, round, unix_now, value};
 use testkit::fake_rpc::FakeRpc;
 use testkit::free_port;
 use testkit::metrics_text::{promtool_check_metrics, sample};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// The block `frozen` answers, and the chain head before the first round.
@@ -42,18 +42,11 @@ struct Counts {
 
 impl ScriptedRpc {
     async fn start() -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", free_port()))
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("local addr").port();
         let head = Arc::new(AtomicU64::new(START));
         let counts = Arc::new(Mutex::new(Counts::default()));
         let shared = head.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, shared.clone(), counts.clone()));
-            }
-        });
+        let (port, task) =
+            listen(move |stream| serve(stream, shared.clone(), counts.clone())).await;
         Self { port, head, task }
     }
 
@@ -68,37 +61,12 @@ impl Drop for ScriptedRpc {
     }
 }
 
-/// The request's path and JSON body, or `None` if it is not a complete HTTP request.
-async fn read_request(stream: &mut TcpStream) -> Option<(String, Value)> {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).await.ok()?;
-    let path = line.split_whitespace().nth(1)?.to_owned();
-    let mut length = 0;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        match line.trim_end().split_once(':') {
-            None => break,
-            Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
-                length = value.trim().parse().ok()?;
-            }
-            Some(_) => {}
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await.ok()?;
-    Some((path, serde_json::from_slice(&body).ok()?))
-}
-
 async fn serve(mut stream: TcpStream, head: Arc<AtomicU64>, counts: Arc<Mutex<Counts>>) {
-    let Some((path, request)) = read_request(&mut stream).await else {
+    let Some(request) = read_request(&mut stream).await else {
         return;
     };
-    let mode = path.split('/').nth(1).unwrap_or("").to_owned();
-    let asks_head = request["method"] == "eth_getBlockByNumber";
+    let mode = request.path.split('/').nth(1).unwrap_or("").to_owned();
+    let asks_head = request.body["method"] == "eth_getBlockByNumber";
     let (request_no, head_no) = {
         let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
         let request_no = bump(&mut counts.requests, &mode);
@@ -127,21 +95,11 @@ async fn serve(mut stream: TcpStream, head: Arc<AtomicU64>, counts: Arc<Mutex<Co
         _ => head,
     };
     let result = if asks_head {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        json!({"number": format!("{number:#x}"), "timestamp": format!("{now:#x}"),
-               "hash": format!("0x{number:064x}")})
+        block(number, unix_now())
     } else {
         json!("0x1")
     };
-    let body = json!({"jsonrpc": "2.0", "id": 1, "result": result}).to_string();
-    let reply = format!(
-        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(reply.as_bytes()).await;
+    reply(&mut stream, result, None).await;
 }
 
 /// Counts one more for `mode` and returns the count.
@@ -149,40 +107,6 @@ fn bump(counts: &mut HashMap<String, u64>, mode: &str) -> u64 {
     let n = counts.entry(mode.to_owned()).or_default();
     *n += 1;
     *n
-}
-
-/// An exporter (not serving, no timer) for chain `dev` (chain id 1) with `providers`
-/// (name, URL), its probe timeout `timeout`.
-fn exporter(timeout: &str, providers: &[(&str, String)]) -> Exporter {
-    let mut text = format!(
-        "[exporter]\nprobe_interval = \"1s\"\nprobe_timeout = \"{timeout}\"\n\
-         [[chain]]\nname = \"dev\"\nchain_id = 1\nbackend = \"rpc\"\n"
-    );
-    for (name, url) in providers {
-        text.push_str(&format!(
-            "[[chain.provider]]\nname = \"{name}\"\nurl = \"{url}\"\n"
-        ));
-    }
-    let config = Config::parse(Path::new("test.toml"), &text, |_| None).expect("valid config");
-    Exporter::new(&config).expect("exporter")
-}
-
-/// Runs round `id` and returns the metrics after it.
-async fn round(exporter: &Exporter, id: u64) -> String {
-    exporter.chains[0].clone().round(id).await;
-    exporter.metrics.render()
-}
-
-fn value(text: &str, name: &str, provider: &str) -> Option<f64> {
-    sample(text, name, &[("chain", "dev"), ("provider", provider)])
-}
-
-fn errors(text: &str, provider: &str, reason: &str) -> Option<f64> {
-    sample(
-        text,
-        "ethrpc_probe_errors_total",
-        &[("provider", provider), ("reason", reason)],
-    )
 }
 
 #[tokio::test]
