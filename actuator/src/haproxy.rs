@@ -35,8 +35,8 @@ pub enum HaproxyError {
     },
     #[error("HAProxy's reply is over {MAX_REPLY} bytes")]
     TooLarge,
-    #[error("HAProxy refused `{command}`: {reply} (is the socket at `level admin`?)")]
-    Refused { command: String, reply: String },
+    #[error("HAProxy's `show stat` reply is not CSV with pxname, svname, status and weight columns: {first_line:?}")]
+    NotStat { first_line: String },
 }
 
 /// A server as `show stat` reports it.
@@ -152,12 +152,7 @@ impl Haproxy {
 
     /// Backends and their servers, from `show stat` (backend and server rows only).
     pub async fn show_stat(&self) -> Result<BTreeMap<String, BackendStat>, HaproxyError> {
-        let command = "show stat -1 6 -1";
-        let reply = self.command(command).await?;
-        parse_stat(&reply).ok_or_else(|| HaproxyError::Refused {
-            command: command.into(),
-            reply: reply.lines().next().unwrap_or("").to_owned(),
-        })
+        parse_stat(&self.command("show stat -1 6 -1").await?)
     }
 
     /// Sets weights, many per line; a line with any error is replayed one command at a time to
@@ -207,37 +202,81 @@ fn outcome(reply: &str) -> WriteOutcome {
     }
 }
 
-/// Parses `show stat` CSV by header name. `None` when the reply is not CSV (an error message).
-pub fn parse_stat(reply: &str) -> Option<BTreeMap<String, BackendStat>> {
-    let mut lines = reply.lines();
-    let header: Vec<&str> = lines.next()?.strip_prefix("# ")?.split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let (px, sv, status) = (col("pxname")?, col("svname")?, col("status")?);
-    let weight = col("uweight").or(col("weight"))?;
+/// Longest part of a non-CSV reply quoted in [`HaproxyError::NotStat`].
+const QUOTED_REPLY: usize = 200;
+
+/// Parses `show stat` CSV by header name, with a CSV reader: HAProxy quotes fields that hold a
+/// comma (a check answered `503 Down, for maintenance`), so splitting on `,` would shift every
+/// later column. A server row whose weight is missing or does not parse is left out: its weight
+/// is unknown, not 0, and a server absent from the map is never written. A row without a
+/// backend, server or status is left out too.
+pub fn parse_stat(reply: &str) -> Result<BTreeMap<String, BackendStat>, HaproxyError> {
+    let not_stat = || HaproxyError::NotStat {
+        first_line: reply
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(QUOTED_REPLY)
+            .collect(),
+    };
+    let body = reply.strip_prefix("# ").ok_or_else(not_stat)?;
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body.as_bytes());
+    let mut records = csv.records();
+    let header = match records.next() {
+        Some(Ok(header)) => header,
+        _ => return Err(not_stat()),
+    };
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (px, sv, status) = match (col("pxname"), col("svname"), col("status")) {
+        (Some(px), Some(sv), Some(status)) => (px, sv, status),
+        _ => return Err(not_stat()),
+    };
+    let weight = col("uweight").or(col("weight")).ok_or_else(not_stat)?;
     let algo = col("algo");
     let lbtot = col("lbtot");
     let mut backends: BTreeMap<String, BackendStat> = BTreeMap::new();
-    for line in lines.filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let fields: Vec<&str> = line.split(',').collect();
-        let get = |i: usize| fields.get(i).copied().unwrap_or("");
-        let backend = backends.entry(get(px).to_owned()).or_default();
-        match get(sv) {
+    for row in records.flatten() {
+        let (Some(backend), Some(server)) = (row.get(px), row.get(sv)) else {
+            continue;
+        };
+        match server {
             "FRONTEND" => {}
-            "BACKEND" => backend.algorithm = algo.map(get).unwrap_or("").to_owned(),
+            "BACKEND" => {
+                let algorithm = algo.and_then(|i| row.get(i)).unwrap_or("");
+                backends.entry(backend.to_owned()).or_default().algorithm = algorithm.to_owned();
+            }
             server => {
-                backend.servers.insert(
-                    server.to_owned(),
-                    ServerStat {
-                        weight: get(weight).parse().unwrap_or(0),
-                        status: get(status).to_owned(),
-                        selected_total: lbtot.map(get).and_then(|v| v.parse().ok()).unwrap_or(0),
-                    },
-                );
+                let (Some(weight), Some(status)) = (
+                    row.get(weight).and_then(|w| w.parse().ok()),
+                    row.get(status),
+                ) else {
+                    continue;
+                };
+                let selected_total = lbtot
+                    .and_then(|i| row.get(i))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                backends
+                    .entry(backend.to_owned())
+                    .or_default()
+                    .servers
+                    .insert(
+                        server.to_owned(),
+                        ServerStat {
+                            weight,
+                            status: status.to_owned(),
+                            selected_total,
+                        },
+                    );
             }
         }
     }
     backends.retain(|_, b| !b.servers.is_empty() || !b.algorithm.is_empty());
-    Some(backends)
+    Ok(backends)
 }
 
 #[cfg(test)]
@@ -264,8 +303,48 @@ mod tests {
         );
         assert_eq!(stat["rr"].servers["b"].status, "DOWN 1/2");
         assert_eq!(stat["st"].servers["c"].weight, 100);
-        assert_eq!(parse_stat("Permission denied\n\n"), None);
-        assert_eq!(parse_stat(""), None);
+        for not_stat in [
+            "Permission denied\n\n",
+            "",
+            "# pxname,svname,weight\nrr,a,1\n",
+        ] {
+            assert!(
+                matches!(parse_stat(not_stat), Err(HaproxyError::NotStat { .. })),
+                "{not_stat:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn quoted_fields_do_not_shift_later_columns() {
+        // As HAProxy 2.6 writes a check answered `503 Down, for maintenance`.
+        let reply = "# pxname,svname,status,last_chk,weight,uweight,lbtot,algo\n\
+                     rr,a,DOWN,\"Down, for maintenance\",40,40,3,\n\
+                     rr,b,UP,\"say \"\"hi\"\", twice\",60,60,5,\n\
+                     rr,BACKEND,UP,,100,100,8,roundrobin\n\n";
+        let stat = parse_stat(reply).unwrap();
+        let a = &stat["rr"].servers["a"];
+        assert_eq!(
+            (a.weight, a.status.as_str(), a.selected_total),
+            (40, "DOWN", 3)
+        );
+        assert_eq!(stat["rr"].servers["b"].weight, 60);
+        assert_eq!(stat["rr"].algorithm, "roundrobin");
+    }
+
+    #[test]
+    fn servers_with_an_unknown_weight_are_left_out_not_read_as_zero() {
+        let reply = "# pxname,svname,status,weight,uweight,lbtot\n\
+                     rr,short,UP\n\
+                     rr,blank,UP,,,1\n\
+                     rr,word,UP,ten,ten,1\n\
+                     rr,negative,UP,-1,-1,1\n\
+                     rr,nostatus\n\
+                     rr,ok,UP,5,5\n";
+        let stat = parse_stat(reply).unwrap();
+        let names: Vec<&str> = stat["rr"].servers.keys().map(String::as_str).collect();
+        assert_eq!(names, ["ok"]);
+        assert_eq!(stat["rr"].servers["ok"].selected_total, 0, "lbtot absent");
     }
 
     #[test]

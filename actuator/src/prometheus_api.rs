@@ -1,15 +1,43 @@
 //! A thin client for Prometheus' instant-query API (`/api/v1/query`). Values arrive as strings
 //! (`"1"`, `"NaN"`, `"+Inf"`); an empty vector means "no data", never zero.
+//!
+//! Memory is bounded by what is kept, not by what Prometheus sends: the answer is parsed as it
+//! arrives (never buffered whole) straight into [`Sample`]s, and what is kept is capped.
+//! - [`MAX_SAMPLES`] samples: one more fails the query with [`PrometheusError::TooManySamples`];
+//! - [`MAX_LABEL_BYTES`] of labels over all samples, each label charged its name, its value and
+//!   [`LABEL_OVERHEAD`] bytes for its storage (which also bounds their number): past it,
+//!   [`PrometheusError::LabelsTooLarge`];
+//! - [`MAX_STRING`] bytes for any one JSON string: past it, [`PrometheusError::StringTooLong`];
+//! - [`MAX_BODY`] bytes for the whole answer: past it, [`PrometheusError::TooLarge`].
+//!
+//! The actuator's queries return one sample per chain and provider, with those two labels; the
+//! caps leave ample room for that and fail a query that returns raw series of a large Prometheus.
+//! At the caps a query keeps about 6 MB, whatever the size of the answer.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufReader, Read};
 use std::time::Duration;
 
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use thiserror::Error;
+use tokio::sync::mpsc;
 use url::Url;
 
-/// Largest answer read; a vector for thousands of servers is far smaller.
-const MAX_BODY: usize = 16 << 20;
+/// Largest answer read.
+pub const MAX_BODY: usize = 16 << 20;
+/// Most samples kept from one answer; the actuator needs one per chain and provider.
+pub const MAX_SAMPLES: usize = 5_000;
+/// Label budget of one answer, see [`LABEL_OVERHEAD`].
+pub const MAX_LABEL_BYTES: usize = 1 << 20;
+/// What a label costs beyond its name and value: two `String`s and a map slot.
+pub const LABEL_OVERHEAD: usize = 64;
+/// Longest JSON string read (a label value, an error message).
+pub const MAX_STRING: usize = 64 << 10;
+/// Start of a non-JSON answer quoted in [`PrometheusError::NotJson`].
+const SNIPPET: usize = 120;
 
 /// Why a query gave no result.
 #[derive(Debug, Error, PartialEq)]
@@ -24,6 +52,16 @@ pub enum PrometheusError {
     NotJson { status: u16, snippet: String },
     #[error("Prometheus' answer is over {MAX_BODY} bytes")]
     TooLarge,
+    #[error(
+        "Prometheus' answer has over {MAX_SAMPLES} samples; aggregate the query by chain and provider"
+    )]
+    TooManySamples,
+    #[error(
+        "Prometheus' answer has over {MAX_LABEL_BYTES} bytes of labels; keep only `chain` and `provider` (e.g. `max by (chain, provider)`)"
+    )]
+    LabelsTooLarge,
+    #[error("Prometheus' answer has a string over {MAX_STRING} bytes")]
+    StringTooLong,
     #[error("unexpected Prometheus answer: {0}")]
     Unexpected(String),
 }
@@ -44,30 +82,6 @@ pub enum QueryResult {
     Scalar { timestamp: f64, value: f64 },
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    status: String,
-    #[serde(default)]
-    data: Option<Data>,
-    #[serde(default, rename = "errorType")]
-    error_type: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    result: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct RawSample {
-    metric: BTreeMap<String, String>,
-    value: (f64, String),
-}
-
 /// Parses a Prometheus sample value: a decimal, `NaN`, `+Inf` or `-Inf`.
 pub fn parse_value(text: &str) -> Option<f64> {
     match text {
@@ -80,51 +94,332 @@ pub fn parse_value(text: &str) -> Option<f64> {
 
 /// Decodes an answer body (any HTTP status: errors carry the same envelope).
 pub fn decode(status: u16, body: &[u8]) -> Result<QueryResult, PrometheusError> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|_| PrometheusError::NotJson {
-            status,
-            snippet: String::from_utf8_lossy(&body[..body.len().min(120)])
-                .trim()
-                .to_owned(),
-        })?;
-    if envelope.status != "success" {
-        return Err(PrometheusError::Api {
-            error_type: envelope.error_type.unwrap_or_else(|| "error".into()),
-            error: envelope.error.unwrap_or_default(),
-        });
+    decode_from(body).map_err(|e| e.unwrap_or_else(|| not_json(status, body)))
+}
+
+fn not_json(status: u16, start: &[u8]) -> PrometheusError {
+    PrometheusError::NotJson {
+        status,
+        snippet: String::from_utf8_lossy(&start[..start.len().min(SNIPPET)])
+            .trim()
+            .to_owned(),
     }
-    let data = envelope
+}
+
+/// Decodes an answer as it is read; `Err(None)` when it is not a Prometheus envelope.
+fn decode_from(body: impl Read) -> Result<QueryResult, Option<PrometheusError>> {
+    let budget = Budget::default();
+    let guard = StringGuard {
+        inner: body,
+        tripped: &budget.string_too_long,
+        in_string: false,
+        escaped: false,
+        run: 0,
+    };
+    let mut json = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 << 10, guard));
+    let envelope = EnvelopeSeed(&budget)
+        .deserialize(&mut json)
+        .and_then(|envelope| json.end().map(|()| envelope));
+    let envelope = match envelope {
+        Ok(envelope) => envelope,
+        Err(_) if budget.string_too_long.get() => return Err(Some(PrometheusError::StringTooLong)),
+        Err(_) => return Err(budget.failure.take()),
+    };
+    if envelope.status.as_deref() != Some("success") {
+        return match envelope.status {
+            None => Err(None),
+            Some(_) => Err(Some(PrometheusError::Api {
+                error_type: envelope.error_type.unwrap_or_else(|| "error".into()),
+                error: envelope.error.unwrap_or_default(),
+            })),
+        };
+    }
+    envelope
         .data
-        .ok_or_else(|| PrometheusError::Unexpected("success without data".into()))?;
-    let bad = |what: String| PrometheusError::Unexpected(what);
-    match data.result_type.as_str() {
-        "vector" => {
-            let samples: Vec<RawSample> = serde_json::from_value(data.result)
-                .map_err(|e| bad(format!("vector result: {e}")))?;
-            samples
-                .into_iter()
-                .map(|s| {
-                    Ok(Sample {
-                        value: parse_value(&s.value.1)
-                            .ok_or_else(|| bad(format!("sample value {:?}", s.value.1)))?,
-                        timestamp: s.value.0,
-                        labels: s.metric,
-                    })
-                })
-                .collect::<Result<_, _>>()
-                .map(QueryResult::Vector)
+        .ok_or_else(|| Some(PrometheusError::Unexpected("success without data".into())))
+}
+
+/// Fails a read that would hand the JSON parser a string over [`MAX_STRING`] bytes, before the
+/// parser buffers it, and says so in `tripped` (the parser reports it as any read error).
+struct StringGuard<'t, R> {
+    inner: R,
+    tripped: &'t Cell<bool>,
+    in_string: bool,
+    escaped: bool,
+    run: usize,
+}
+
+impl<R: Read> Read for StringGuard<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &byte in &buf[..n] {
+            if !self.in_string {
+                self.in_string = byte == b'"';
+                self.run = 0;
+            } else if self.escaped {
+                self.escaped = false;
+            } else if byte == b'\\' {
+                self.escaped = true;
+            } else if byte == b'"' {
+                self.in_string = false;
+            }
+            self.run += 1;
+            if self.run > MAX_STRING {
+                self.tripped.set(true);
+                return Err(io::Error::other("string too long"));
+            }
         }
-        "scalar" => {
-            let (timestamp, value): (f64, String) = serde_json::from_value(data.result)
-                .map_err(|e| bad(format!("scalar result: {e}")))?;
-            Ok(QueryResult::Scalar {
-                timestamp,
-                value: parse_value(&value).ok_or_else(|| bad(format!("sample value {value:?}")))?,
-            })
+        Ok(n)
+    }
+}
+
+/// The body's chunks as the client receives them, read by the parser on a blocking thread.
+struct Chunks<B> {
+    receiver: mpsc::Receiver<B>,
+    current: Option<B>,
+    offset: usize,
+}
+
+impl<B: AsRef<[u8]>> Read for Chunks<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(chunk) = &self.current {
+                let rest = &chunk.as_ref()[self.offset..];
+                if !rest.is_empty() {
+                    let n = rest.len().min(buf.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    self.offset += n;
+                    return Ok(n);
+                }
+            }
+            match self.receiver.blocking_recv() {
+                Some(chunk) => {
+                    self.current = Some(chunk);
+                    self.offset = 0;
+                }
+                None => return Ok(0),
+            }
         }
-        other => Err(bad(format!(
-            "a {other} result; write an instant vector query"
-        ))),
+    }
+}
+
+/// What one answer may still keep, and why decoding stopped.
+struct Budget {
+    label_bytes_left: Cell<usize>,
+    string_too_long: Cell<bool>,
+    failure: RefCell<Option<PrometheusError>>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            label_bytes_left: Cell::new(MAX_LABEL_BYTES),
+            string_too_long: Cell::new(false),
+            failure: RefCell::new(None),
+        }
+    }
+}
+
+impl Budget {
+    /// Records why decoding stops (the first reason wins) and stops the parser.
+    fn fail<E: de::Error>(&self, error: PrometheusError) -> E {
+        let message = error.to_string();
+        self.failure.borrow_mut().get_or_insert(error);
+        E::custom(message)
+    }
+}
+
+#[derive(Default)]
+struct Envelope {
+    status: Option<String>,
+    data: Option<QueryResult>,
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum EnvelopeField {
+    Status,
+    Data,
+    ErrorType,
+    Error,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum DataField {
+    ResultType,
+    Result,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum SampleField {
+    Metric,
+    Value,
+    #[serde(other)]
+    Other,
+}
+
+/// A visitor that carries the answer's [`Budget`], and its `DeserializeSeed`: `$name -> $value`
+/// read with `$deserialize` (`deserialize_map` or `deserialize_seq`), expecting `$what`, by
+/// `$visit`.
+macro_rules! budgeted_visitor {
+    ($(#[$doc:meta])* $name:ident -> $value:ty, $deserialize:ident, $what:literal, $visit:item) => {
+        $(#[$doc])*
+        struct $name<'b>(&'b Budget);
+
+        impl<'de> DeserializeSeed<'de> for $name<'_> {
+            type Value = $value;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<$value, D::Error> {
+                d.$deserialize(self)
+            }
+        }
+
+        impl<'de> Visitor<'de> for $name<'_> {
+            type Value = $value;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str($what)
+            }
+
+            $visit
+        }
+    };
+}
+
+budgeted_visitor!(
+    EnvelopeSeed -> Envelope, deserialize_map, "a Prometheus API envelope",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let mut envelope = Envelope::default();
+        while let Some(field) = map.next_key()? {
+            match field {
+                EnvelopeField::Status => envelope.status = Some(map.next_value()?),
+                EnvelopeField::ErrorType => envelope.error_type = Some(map.next_value()?),
+                EnvelopeField::Error => envelope.error = Some(map.next_value()?),
+                EnvelopeField::Data => envelope.data = Some(map.next_value_seed(DataSeed(self.0))?),
+                EnvelopeField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(envelope)
+    }
+);
+
+budgeted_visitor!(
+    DataSeed -> QueryResult, deserialize_map, "a query result",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<QueryResult, A::Error> {
+        let budget = self.0;
+        let bad = |what: String| budget.fail(PrometheusError::Unexpected(what));
+        let mut kind: Option<String> = None;
+        let mut result = None;
+        while let Some(field) = map.next_key()? {
+            match field {
+                DataField::ResultType => kind = Some(map.next_value()?),
+                DataField::Result => match kind.as_deref() {
+                    Some("vector") => {
+                        let samples = map
+                            .next_value_seed(VectorSeed(budget))
+                            .map_err(|e| bad(format!("vector result: {e}")))?;
+                        result = Some(QueryResult::Vector(samples));
+                    }
+                    Some("scalar") => {
+                        let (timestamp, value) = map
+                            .next_value_seed(ValueSeed(budget))
+                            .map_err(|e| bad(format!("scalar result: {e}")))?;
+                        result = Some(QueryResult::Scalar { timestamp, value });
+                    }
+                    Some(other) => {
+                        return Err(bad(format!(
+                            "a {other} result; write an instant vector query"
+                        )))
+                    }
+                    None => return Err(bad("`result` before `resultType`".into())),
+                },
+                DataField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        result.ok_or_else(|| bad("data without a result".into()))
+    }
+);
+
+budgeted_visitor!(
+    VectorSeed -> Vec<Sample>, deserialize_seq, "an array of samples",
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Sample>, A::Error> {
+        let mut samples = Vec::new();
+        while let Some(sample) = seq.next_element_seed(SampleSeed(self.0))? {
+            if samples.len() == MAX_SAMPLES {
+                return Err(self.0.fail(PrometheusError::TooManySamples));
+            }
+            samples.push(sample);
+        }
+        Ok(samples)
+    }
+);
+
+budgeted_visitor!(
+    SampleSeed -> Sample, deserialize_map, "a sample",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Sample, A::Error> {
+        let (mut labels, mut value) = (None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                SampleField::Metric => labels = Some(map.next_value_seed(LabelsSeed(self.0))?),
+                SampleField::Value => value = Some(map.next_value_seed(ValueSeed(self.0))?),
+                SampleField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let labels = labels.ok_or_else(|| de::Error::missing_field("metric"))?;
+        let (timestamp, value) = value.ok_or_else(|| de::Error::missing_field("value"))?;
+        Ok(Sample {
+            labels,
+            timestamp,
+            value,
+        })
+    }
+);
+
+budgeted_visitor!(
+    /// A sample's labels, charged to the answer's label budget as they are read.
+    LabelsSeed -> BTreeMap<String, String>, deserialize_map, "an object of string labels",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut labels = BTreeMap::new();
+        while let Some((name, value)) = map.next_entry::<String, String>()? {
+            let cost = name.len() + value.len() + LABEL_OVERHEAD;
+            let left = self.0.label_bytes_left.get();
+            if cost > left {
+                return Err(self.0.fail(PrometheusError::LabelsTooLarge));
+            }
+            self.0.label_bytes_left.set(left - cost);
+            labels.insert(name, value);
+        }
+        Ok(labels)
+    }
+);
+
+/// `[<time>, "<value>"]`, the value parsed by [`parse_value`].
+struct ValueSeed<'b>(&'b Budget);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = (f64, f64);
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(f64, f64), D::Error> {
+        let (timestamp, text) = <(f64, String)>::deserialize(d)?;
+        let value = parse_value(&text).ok_or_else(|| {
+            self.0.fail(PrometheusError::Unexpected(format!(
+                "sample value {text:?}"
+            )))
+        })?;
+        Ok((timestamp, value))
     }
 }
 
@@ -153,8 +448,9 @@ impl PrometheusClient {
         })
     }
 
-    /// Evaluates `promql` now.
+    /// Evaluates `promql` now. The answer is parsed on a blocking thread while it arrives.
     pub async fn query(&self, promql: &str) -> Result<QueryResult, PrometheusError> {
+        let transport = |e: reqwest::Error| PrometheusError::Transport(e.without_url().to_string());
         let fetch = async {
             let mut response = self
                 .http
@@ -162,20 +458,37 @@ impl PrometheusClient {
                 .form(&[("query", promql)])
                 .send()
                 .await
-                .map_err(|e| PrometheusError::Transport(e.without_url().to_string()))?;
+                .map_err(transport)?;
             let status = response.status().as_u16();
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| PrometheusError::Transport(e.without_url().to_string()))?
-            {
-                if body.len() + chunk.len() > MAX_BODY {
+            let (sender, receiver) = mpsc::channel(4);
+            let parser = tokio::task::spawn_blocking(move || {
+                decode_from(Chunks {
+                    receiver,
+                    current: None,
+                    offset: 0,
+                })
+            });
+            let mut start = Vec::new();
+            let mut received = 0;
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                received += chunk.len();
+                if received > MAX_BODY {
                     return Err(PrometheusError::TooLarge);
                 }
-                body.extend_from_slice(&chunk);
+                if start.len() < SNIPPET {
+                    start.extend_from_slice(&chunk[..chunk.len().min(SNIPPET - start.len())]);
+                }
+                if sender.send(chunk).await.is_err() {
+                    break; // the parser has stopped: the answer is decided
+                }
             }
-            decode(status, &body)
+            drop(sender);
+            parser
+                .await
+                .map_err(|e| {
+                    PrometheusError::Unexpected(format!("the answer's parser failed: {e}"))
+                })?
+                .map_err(|e| e.unwrap_or_else(|| not_json(status, &start)))
         };
         tokio::time::timeout(self.timeout, fetch)
             .await
@@ -253,5 +566,86 @@ mod tests {
         assert_eq!(parse_value("2.5"), Some(2.5));
         assert_eq!(parse_value("inf"), None, "Prometheus writes +Inf");
         assert_eq!(parse_value(""), None);
+    }
+
+    fn vector(samples: &[String]) -> Vec<u8> {
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+            samples.join(",")
+        )
+        .into_bytes()
+    }
+
+    fn sample(labels: &str) -> String {
+        format!(r#"{{"metric":{{{labels}}},"value":[1,"1"]}}"#)
+    }
+
+    #[test]
+    fn samples_are_capped() {
+        let at_cap = vec![sample(r#""provider":"p""#); MAX_SAMPLES];
+        assert!(
+            matches!(decode(200, &vector(&at_cap)), Ok(QueryResult::Vector(v)) if v.len() == MAX_SAMPLES)
+        );
+        let over = vec![sample(""); MAX_SAMPLES + 1];
+        assert_eq!(
+            decode(200, &vector(&over)),
+            Err(PrometheusError::TooManySamples)
+        );
+    }
+
+    #[test]
+    fn labels_are_capped_by_bytes_and_by_count() {
+        let value = "v".repeat(MAX_STRING - 100);
+        let big = vec![sample(&format!(r#""l":"{value}""#)); MAX_LABEL_BYTES / MAX_STRING + 2];
+        assert_eq!(
+            decode(200, &vector(&big)),
+            Err(PrometheusError::LabelsTooLarge)
+        );
+        let many = vec![
+            sample(r#""a":"","b":"","c":"","d":"""#);
+            MAX_LABEL_BYTES / LABEL_OVERHEAD / 4 + 1
+        ];
+        assert_eq!(
+            decode(200, &vector(&many)),
+            Err(PrometheusError::LabelsTooLarge)
+        );
+    }
+
+    #[test]
+    fn long_strings_are_refused_before_they_are_buffered() {
+        let long = vec![sample(&format!(r#""l":"{}""#, "\\\"".repeat(MAX_STRING)))];
+        assert_eq!(
+            decode(200, &vector(&long)),
+            Err(PrometheusError::StringTooLong)
+        );
+        let error = format!(
+            r#"{{"status":"error","errorType":"x","error":"{}"}}"#,
+            "e".repeat(MAX_STRING + 1)
+        );
+        assert_eq!(
+            decode(400, error.as_bytes()),
+            Err(PrometheusError::StringTooLong)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_and_order_is_checked() {
+        let extra = br#"{"status":"success","warnings":["w"],"data":{"resultType":"vector","stats":{"a":[1]},
+            "result":[{"metric":{"provider":"p"},"histogram":[1,{}],"value":[2,"3"]}]},"infos":[]}"#;
+        let QueryResult::Vector(v) = decode(200, extra).unwrap() else {
+            panic!("vector")
+        };
+        assert_eq!(
+            (v[0].timestamp, v[0].value, v[0].labels["provider"].as_str()),
+            (2.0, 3.0, "p")
+        );
+        let reversed = br#"{"status":"success","data":{"result":[],"resultType":"vector"}}"#;
+        assert!(
+            matches!(decode(200, reversed), Err(PrometheusError::Unexpected(e)) if e.contains("before"))
+        );
+        assert!(matches!(
+            decode(200, b"{\"status\":\"success\"} x"),
+            Err(PrometheusError::NotJson { .. })
+        ));
     }
 }

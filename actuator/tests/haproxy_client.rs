@@ -6,6 +6,7 @@ use actuator::haproxy::{Haproxy, HaproxyError, WeightWrite, WriteOutcome};
 use actuator::policy::WeightCommand;
 use common::config::HaproxyAddress;
 use testkit::haproxy::{backend, HaproxyProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn servers(n: usize) -> Vec<(String, String)> {
     (1..=n)
@@ -186,4 +187,63 @@ async fn many_writes_are_split_into_lines_haproxy_accepts() {
     for (i, (n, _)) in many.iter().enumerate() {
         assert_eq!(stat["big"].servers[n].weight, (i % 200) as u32 + 1, "{n}");
     }
+}
+
+/// A health-check target that answers every request `503 Down, for maintenance`: HAProxy then
+/// quotes `"Down, for maintenance"` in the `last_chk` field of `show stat`.
+async fn down_for_maintenance() -> u16 {
+    let port = testkit::free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.0 503 Down, for maintenance\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_comma_in_a_check_answer_does_not_shift_the_weight() {
+    let port = down_for_maintenance().await;
+    let h = HaproxyProcess::start(&format!(
+        "backend chk\n  balance roundrobin\n  option httpchk GET /\n\
+         default-server inter 100ms fall 1 rise 1\n\
+         server down 127.0.0.1:{port} weight 40 check\n\
+         server up 127.0.0.1:9 weight 60\n"
+    ))
+    .await;
+    testkit::wait_for(
+        "HAProxy to quote the check answer in show stat",
+        Duration::from_secs(20),
+        || async {
+            let raw = h.admin("show stat chk 4 -1").await;
+            raw.contains("\"Down, for maintenance\"").then_some(())
+        },
+    )
+    .await;
+    let c = client(&h.admin_socket);
+    let stat = c.show_stat().await.unwrap();
+    let down = &stat["chk"].servers["down"];
+    assert_eq!(down.weight, 40);
+    assert!(down.status.starts_with("DOWN"), "{down:?}");
+    assert_eq!(stat["chk"].servers["up"].weight, 60);
+    assert_eq!(stat["chk"].algorithm, "roundrobin");
+
+    let outcomes = c
+        .set_weights(&[write("chk", "down", WeightCommand::Absolute(7))])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![WriteOutcome::Done]);
+    assert_eq!(
+        c.show_stat().await.unwrap()["chk"].servers["down"].weight,
+        7
+    );
 }
