@@ -140,50 +140,22 @@ impl<'a> Rpc<'a> {
 
     /// `eth_chainId`.
     pub async fn chain_id(&self) -> Result<u64, ProbeError> {
-        let hex: String = self.call("eth_chainId", json!([])).await?;
-        parse_quantity(&hex).ok_or_else(|| {
-            ProbeError::new(
-                Reason::InvalidResponse,
-                "eth_chainId result is not a hex quantity",
-            )
-        })
+        let bytes = self.call("eth_chainId", json!([])).await?;
+        decode_chain_id(&bytes, self.redactor)
     }
 
     /// `eth_getBlockByNumber("latest", false)`.
     pub async fn latest_block(&self) -> Result<Block, ProbeError> {
-        let raw: Option<RawBlock> = self
+        let bytes = self
             .call("eth_getBlockByNumber", json!(["latest", false]))
             .await?;
-        let raw =
-            raw.ok_or_else(|| ProbeError::new(Reason::InvalidResponse, "latest block is null"))?;
-        let bad = |field: &str| {
-            ProbeError::new(
-                Reason::InvalidResponse,
-                format!("block {field} is not a valid hex value"),
-            )
-        };
-        let hash_ok = raw.hash.len() == 66
-            && raw.hash.starts_with("0x")
-            && raw.hash[2..].bytes().all(|b| b.is_ascii_hexdigit());
-        Ok(Block {
-            number: parse_quantity(&raw.number).ok_or_else(|| bad("number"))?,
-            timestamp: parse_quantity(&raw.timestamp).ok_or_else(|| bad("timestamp"))?,
-            hash: if hash_ok {
-                raw.hash
-            } else {
-                return Err(bad("hash"));
-            },
-        })
+        decode_block(&bytes, self.redactor)
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: serde_json::Value,
-    ) -> Result<T, ProbeError> {
+    /// The raw reply body of `method`.
+    async fn call(&self, method: &str, params: serde_json::Value) -> Result<Vec<u8>, ProbeError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let bytes = self.post(&body).await?;
-        decode(method, &bytes, self.redactor)
+        self.post(&body).await
     }
 
     fn transport_failure(&self, e: reqwest::Error) -> ProbeError {
@@ -242,6 +214,44 @@ impl<'a> Rpc<'a> {
         Ok(bytes)
     }
 }
+
+/// The chain id in an `eth_chainId` reply body.
+pub fn decode_chain_id(bytes: &[u8], redactor: &Redactor) -> Result<u64, ProbeError> {
+    let hex: String = decode("eth_chainId", bytes, redactor)?;
+    parse_quantity(&hex).ok_or_else(|| {
+        ProbeError::new(
+            Reason::InvalidResponse,
+            "eth_chainId result is not a hex quantity",
+        )
+    })
+}
+
+/// The block in an `eth_getBlockByNumber("latest", false)` reply body.
+pub fn decode_block(bytes: &[u8], redactor: &Redactor) -> Result<Block, ProbeError> {
+    let raw: Option<RawBlock> = decode("eth_getBlockByNumber", bytes, redactor)?;
+    let raw =
+        raw.ok_or_else(|| ProbeError::new(Reason::InvalidResponse, "latest block is null"))?;
+    let bad = |field: &str| {
+        ProbeError::new(
+            Reason::InvalidResponse,
+            format!("block {field} is not a valid hex value"),
+        )
+    };
+    let number = parse_quantity(&raw.number).ok_or_else(|| bad("number"))?;
+    let timestamp = parse_quantity(&raw.timestamp).ok_or_else(|| bad("timestamp"))?;
+    let hash_ok = raw.hash.len() == 66
+        && raw.hash.starts_with("0x")
+        && raw.hash[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !hash_ok {
+        return Err(bad("hash"));
+    }
+    Ok(Block {
+        number,
+        timestamp,
+        hash: raw.hash,
+    })
+}
+
 
 /// The result of a JSON-RPC response. The provider's words (its error message; serde's messages,
 /// which quote an unexpected string result) go through `redactor`.
