@@ -36,6 +36,7 @@ fn row(s: &ServerReport) -> Vec<String> {
         num(o.and_then(|o| o.latency), &|v| {
             format!("{:.0}ms", v * 1000.0)
         }),
+        num(s.weighed_latency, &|v| format!("{:.0}ms", v * 1000.0)),
         num(o.and_then(|o| o.error_ratio), &|v| format!("{v:.2}")),
         if s.in_haproxy {
             verdict_text(s.verdict)
@@ -59,6 +60,7 @@ pub fn render(report: &CycleReport) -> String {
         "lag",
         "age",
         "latency",
+        "smoothed",
         "errors",
         "verdict",
         "reason",

@@ -1,13 +1,16 @@
 //! Stable latency weights. A healthy provider's latency has a heavy tail, so the raw signal
 //! moves a lot from one cycle to the next; weights follow an exponentially weighted average of
 //! its logarithm (a geometric mean: one multi-second request moves it little), rounded up to
-//! `latency_bucket`s with hysteresis: a server leaves its bucket only once the average is half
-//! a bucket beyond its edges, so a provider sitting near an edge does not hop between weights.
+//! `latency_bucket`s with hysteresis: a server leaves its bucket only once the average is a fifth
+//! beyond its edges, so a provider sitting near an edge does not hop between weights. The band is
+//! relative, so a fast provider that was slow for a while always finds its way back to the
+//! fastest bucket; and there is none while the average is younger than its time constant, so a
+//! noisy first sample cannot lock a provider into the wrong bucket.
 
 use common::config::PolicyConfig;
 
-/// A server leaves its bucket only this many buckets beyond its edges.
-const HYSTERESIS_BUCKETS: f64 = 0.5;
+/// A server leaves its bucket only this far (relative) beyond its edges.
+const HYSTERESIS: f64 = 0.2;
 
 /// Latencies below this are taken as this (a logarithm needs a positive number).
 const FLOOR_SECONDS: f64 = 1e-4;
@@ -19,6 +22,8 @@ pub struct SmoothedLatency {
     pub log_mean: f64,
     /// When it was last updated (caller's clock, seconds).
     pub at: f64,
+    /// When the first latency was observed: hysteresis starts one time constant later.
+    pub since: f64,
     /// The bucket the weight is computed from (1 = the fastest).
     pub bucket: u64,
 }
@@ -40,11 +45,11 @@ fn bucket_of(policy: &PolicyConfig, latency: f64) -> u64 {
     }
 }
 
-/// `held` unless `latency` is more than half a bucket outside it.
+/// `held` unless `latency` is more than a fifth outside its edges.
 fn with_hysteresis(policy: &PolicyConfig, held: u64, latency: f64) -> u64 {
     let size = policy.latency_bucket.as_secs_f64();
-    let upper = (held as f64 + HYSTERESIS_BUCKETS) * size;
-    let lower = (held as f64 - 1.0 - HYSTERESIS_BUCKETS) * size;
+    let upper = held as f64 * size * (1.0 + HYSTERESIS);
+    let lower = (held as f64 - 1.0) * size * (1.0 - HYSTERESIS);
     if latency > lower && latency <= upper {
         held
     } else {
@@ -64,6 +69,7 @@ pub fn smooth(
         return SmoothedLatency {
             log_mean: sample,
             at: now,
+            since: now,
             bucket: bucket_of(policy, sample.exp()),
         };
     };
@@ -75,10 +81,16 @@ pub fn smooth(
         1.0 - (-elapsed / tau).exp()
     };
     let log_mean = previous.log_mean + alpha * (sample - previous.log_mean);
+    let settled = now - previous.since >= tau;
     SmoothedLatency {
         log_mean,
         at: now,
-        bucket: with_hysteresis(policy, previous.bucket, log_mean.exp()),
+        since: previous.since,
+        bucket: if settled {
+            with_hysteresis(policy, previous.bucket, log_mean.exp())
+        } else {
+            bucket_of(policy, log_mean.exp())
+        },
     }
 }
 
@@ -124,28 +136,44 @@ mod tests {
     }
 
     #[test]
-    fn a_server_near_an_edge_keeps_its_bucket_until_half_a_bucket_beyond() {
+    fn a_server_near_an_edge_keeps_its_bucket_until_a_fifth_beyond() {
         let p = policy();
         let held = |bucket, latency| with_hysteresis(&p, bucket, latency);
-        // Bucket 3 is (100, 150] ms: it is kept from 75 to 175 ms.
+        // Bucket 3 is (100, 150] ms: it is kept from 80 to 180 ms.
         assert_eq!(held(3, 0.149), 3);
-        assert_eq!(held(3, 0.170), 3);
-        assert_eq!(held(3, 0.176), 4);
-        assert_eq!(held(3, 0.080), 3);
-        assert_eq!(held(3, 0.074), 2);
-        assert_eq!(held(1, 0.074), 1);
-        assert_eq!(held(1, 0.076), 2);
+        assert_eq!(held(3, 0.179), 3);
+        assert_eq!(held(3, 0.181), 4);
+        assert_eq!(held(3, 0.081), 3);
+        assert_eq!(held(3, 0.079), 2);
+        assert_eq!(held(1, 0.059), 1);
+        assert_eq!(held(1, 0.061), 2);
+        // Relative: a 30 ms server held in bucket 2 (50, 100] goes back to bucket 1.
+        assert_eq!(held(2, 0.041), 2);
+        assert_eq!(held(2, 0.030), 1);
+    }
+
+    #[test]
+    fn a_noisy_first_sample_cannot_lock_the_wrong_bucket() {
+        let p = policy();
+        // First sample 20 ms from a provider whose latency is 70 ms.
+        let mut s = smooth(&p, None, 0.020, 0.0);
+        assert_eq!(s.bucket, 1);
+        for t in 1..=120 {
+            s = smooth(&p, Some(s), 0.070, f64::from(t));
+        }
+        assert_eq!(s.bucket, 2, "{}", s.seconds());
     }
 
     #[test]
     fn a_lasting_change_is_followed_within_a_few_time_constants() {
         let p = policy();
+        // From 40 ms (bucket 1) to 200 ms (bucket 4, (150, 200]).
         let mut s = smooth(&p, None, 0.040, 0.0);
         for t in 1..=150 {
-            s = smooth(&p, Some(s), 0.400, f64::from(t));
+            s = smooth(&p, Some(s), 0.200, f64::from(t));
         }
-        assert_eq!(s.bucket, bucket_of(&p, s.seconds()));
-        assert!(s.seconds() > 0.38, "{}", s.seconds());
+        assert!(s.seconds() > 0.19, "{}", s.seconds());
+        assert_eq!(s.bucket, 4);
     }
 
     #[test]

@@ -103,6 +103,7 @@ fn plan_backend(
             in_haproxy: current.is_some(),
             observation,
             verdict: Verdict::NoData,
+            weighed_latency: None,
             ejections: 0,
             returns_in: None,
             current,
@@ -121,6 +122,7 @@ fn plan_backend(
         s.verdict = d.verdict;
         s.desired = d.desired;
         s.ejections = d.memory.ejection.count;
+        s.weighed_latency = d.memory.latency.map(|l| l.seconds());
         s.returns_in = d
             .memory
             .earliest_return(&chain.policy)

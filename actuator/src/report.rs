@@ -62,6 +62,8 @@ pub struct ServerReport {
     pub in_haproxy: bool,
     pub observation: Option<Observation>,
     pub verdict: Verdict,
+    /// The smoothed latency the weight follows (seconds), once one was observed.
+    pub weighed_latency: Option<f64>,
     /// Recent ejections (escalation count) after this cycle.
     pub ejections: u32,
     /// Seconds from this cycle until an ejected server may return at the earliest.

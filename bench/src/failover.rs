@@ -1,215 +1,190 @@
-//! The failover benchmark: inject a fault into one provider of every arm at once, measure how
-//! fast each arm takes it out of HAProxy's rotation, how much client traffic it still got over the
-//! window, and how fast it returns after recovery. Also the flap-damping run.
+//! The `failover` part: every scenario's trials on the noisy providers, a table per scenario, the
+//! ethrpc arm's targets, and a timeline of the first `down` trial.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use testkit::fault_proxy::Fault;
+use crate::load::ClientSummary;
+use crate::stack::{Arm, Stack};
+use crate::stats::{met, p95, quantile, summary_percent, summary_seconds, table};
+use crate::timeline::{save, Timeline};
+use crate::trial::{trial, Scenario, Span, Trial};
 
-use crate::load::Load;
-use crate::stack::{Arm, ArmStack, Stack, FAULTY, SERVERS};
-
-/// What goes wrong with the faulty provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
-    /// Its head stops moving.
-    Stall,
-    /// Its answers are held 4 s.
-    Slow,
-    /// Its process is killed.
-    Down,
-    /// It answers HTTP 500 with a JSON-RPC error.
-    Errors,
+/// What to run.
+pub struct Options {
+    pub scenarios: Vec<Scenario>,
+    pub trials: usize,
+    /// Counted after injection.
+    pub window: Duration,
+    /// The report's path: timelines are written next to it.
+    pub out: Option<PathBuf>,
 }
 
-impl Scenario {
-    pub const ALL: [Scenario; 4] = [
-        Scenario::Stall,
-        Scenario::Slow,
-        Scenario::Down,
-        Scenario::Errors,
-    ];
+/// The window the share target is set for.
+const TARGET_WINDOW: Duration = Duration::from_secs(60);
+const SHARE_TARGET: f64 = 0.03;
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Stall => "stall",
-            Scenario::Slow => "slow",
-            Scenario::Down => "down",
-            Scenario::Errors => "errors",
-        }
-    }
-
-    /// The issue's p95 target for injection → weight 0.
-    pub fn target(self) -> Duration {
-        Duration::from_secs(match self {
-            Scenario::Stall => 6,
-            Scenario::Slow => 5,
-            Scenario::Down | Scenario::Errors => 3,
-        })
-    }
-}
-
-/// One trial of one arm.
-#[derive(Debug, Clone, Default)]
-pub struct Trial {
-    /// Injection → the faulty server's weight is 0.
-    pub to_weight_zero: Option<Duration>,
-    /// Injection → out of rotation: weight 0 or marked DOWN by HAProxy's health check.
-    pub to_out: Option<Duration>,
-    /// Recovery → full weight and UP again.
-    pub to_full: Option<Duration>,
-    /// Share of the window's requests HAProxy sent to the faulty server.
-    pub faulty_share: f64,
-    /// Client latencies in the window (seconds).
-    pub latencies: Vec<f64>,
-    pub failed_requests: usize,
-}
-
-async fn inject(a: &mut ArmStack, s: Scenario) {
-    match s {
-        Scenario::Stall => a.nodes[FAULTY].set_interval_mining(0).await,
-        Scenario::Slow => a.proxies[FAULTY].set_fault(Fault::Delay(Duration::from_secs(4))),
-        Scenario::Down => a.nodes[FAULTY].kill().await,
-        Scenario::Errors => a.proxies[FAULTY].set_fault(Fault::Error),
-    }
-}
-
-async fn recover(a: &mut ArmStack, s: Scenario) {
-    a.proxies[FAULTY].set_fault(Fault::Pass);
-    if s == Scenario::Down {
-        a.nodes[FAULTY].restart().await;
-    }
-    if matches!(s, Scenario::Stall | Scenario::Down) {
-        let head = a.nodes[(FAULTY + 1) % 3].block_number().await;
-        let own = a.nodes[FAULTY].block_number().await;
-        if head > own {
-            a.nodes[FAULTY].mine(head - own).await;
-        }
-        a.nodes[FAULTY].set_interval_mining(1).await;
-    }
-}
-
-/// How many requests HAProxy has sent to each server so far, per arm.
-async fn selections(stack: &Stack) -> Vec<HashMap<String, u64>> {
-    stack
-        .backends()
-        .await
-        .into_iter()
-        .map(|(_, b)| {
-            b.servers
-                .iter()
-                .map(|(s, st)| (s.clone(), st.selected_total))
-                .collect()
-        })
-        .collect()
-}
-
-/// The faulty server's share of the requests sent between two [`selections`], per arm.
-fn faulty_shares(before: &[HashMap<String, u64>], after: &[HashMap<String, u64>]) -> Vec<f64> {
-    before
+fn row(arm: Arm, trials: &[Trial]) -> Vec<String> {
+    let zero: Vec<_> = trials.iter().map(|t| t.to_weight_zero).collect();
+    let out: Vec<_> = trials.iter().map(|t| t.to_out).collect();
+    let back: Vec<_> = trials.iter().map(|t| t.to_back).collect();
+    let shares: Vec<f64> = trials.iter().map(|t| t.faulty_share).collect();
+    let client = trials
         .iter()
-        .zip(after)
-        .map(|(before, after)| {
-            let delta = |s: &str| {
-                let count = |m: &HashMap<String, u64>| m.get(s).copied().unwrap_or(0);
-                count(after).saturating_sub(count(before))
-            };
-            let total: u64 = SERVERS.iter().map(|s| delta(s)).sum();
-            if total == 0 {
-                0.0
-            } else {
-                delta(SERVERS[FAULTY]) as f64 / total as f64
-            }
-        })
-        .collect()
+        .fold(ClientSummary::default(), |all, t| all.merge(&t.client));
+    vec![
+        arm.name().into(),
+        summary_seconds(&zero),
+        summary_seconds(&out),
+        summary_seconds(&back),
+        summary_percent(&shares),
+        client.latency_text(),
+        client.failed_text(),
+    ]
 }
 
-/// One trial: every arm faulted together. Returns one [`Trial`] per arm.
-pub async fn trial(stack: &mut Stack, loads: &[Load], s: Scenario, window: Duration) -> Vec<Trial> {
-    stack.wait_healthy(Duration::from_secs(180)).await;
-    let before = selections(stack).await;
-    let injected = Instant::now();
-    for a in stack.arms.iter_mut() {
-        inject(a, s).await;
-    }
-    let n = stack.arms.len();
-    let mut trials = vec![Trial::default(); n];
-    let faulty = SERVERS[FAULTY];
-    while injected.elapsed() < window {
-        for (t, (_, b)) in trials.iter_mut().zip(stack.backends().await) {
-            let Some(st) = b.servers.get(faulty) else {
-                continue;
-            };
-            if st.weight == 0 && t.to_weight_zero.is_none() {
-                t.to_weight_zero = Some(injected.elapsed());
-            }
-            let out =
-                st.weight == 0 || st.status.starts_with("DOWN") || st.status.starts_with("MAINT");
-            if out && t.to_out.is_none() {
-                t.to_out = Some(injected.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let window_end = Instant::now();
-    let after = selections(stack).await;
-    let shares = faulty_shares(&before, &after);
-    for (i, t) in trials.iter_mut().enumerate() {
-        t.faulty_share = shares[i];
-        let samples = loads[i].between(injected, window_end);
-        t.latencies = samples.iter().map(|s| s.latency.as_secs_f64()).collect();
-        t.failed_requests = samples.iter().filter(|s| !s.ok).count();
-    }
-    let recovered = Instant::now();
-    for a in stack.arms.iter_mut() {
-        recover(a, s).await;
-    }
-    let deadline = recovered + Duration::from_secs(180);
-    while trials.iter().any(|t| t.to_full.is_none()) && Instant::now() < deadline {
-        for (t, (_, b)) in trials.iter_mut().zip(stack.backends().await) {
-            let full = b
-                .servers
-                .get(faulty)
-                .is_some_and(|st| st.weight == 100 && st.status.starts_with("UP"));
-            if full && t.to_full.is_none() {
-                t.to_full = Some(recovered.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    trials
+/// "ethrpc / seed" ratios of the p95 time to weight 0 and the median faulty share.
+fn versus_seed(ethrpc: &[Trial], seed: &[Trial]) -> String {
+    let zero = |t: &[Trial]| p95(&t.iter().map(|t| t.to_weight_zero).collect::<Vec<_>>());
+    let share = |t: &[Trial]| {
+        quantile(&t.iter().map(|t| t.faulty_share).collect::<Vec<_>>(), 0.5).unwrap_or(0.0)
+    };
+    let time = match (zero(ethrpc), zero(seed)) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        (Some(_), None) => "seed never ejected".into(),
+        _ => "-".into(),
+    };
+    let shares = if share(seed) > 0.0 {
+        format!("{:.2}", share(ethrpc) / share(seed))
+    } else {
+        "-".into()
+    };
+    format!("ethrpc / seed: p95 time to weight 0 {time}; median faulty share {shares}.\n")
 }
 
-/// The flap run: the faulty provider answers errors for 5 s, then normally for 5 s, for
-/// `length`. Per arm: weights written for it (actuated arms) and its share of client traffic.
-pub async fn flap(stack: &mut Stack, length: Duration) -> Vec<(Arm, f64, f64)> {
-    stack.wait_healthy(Duration::from_secs(180)).await;
-    let mut writes_before = Vec::new();
-    for a in &stack.arms {
-        writes_before.push(stack.weight_writes(a.arm).await);
+/// The ethrpc arm's row of the targets table.
+fn targets_row(scenario: Scenario, trials: &[Trial], window: Duration) -> String {
+    let zero = p95(&trials.iter().map(|t| t.to_weight_zero).collect::<Vec<_>>());
+    let target = scenario.target().as_secs_f64();
+    let worst_share = trials.iter().map(|t| t.faulty_share).fold(0.0, f64::max);
+    let worst_errors = trials
+        .iter()
+        .map(|t| t.client.failed_share())
+        .fold(0.0, f64::max);
+    let errors = match scenario.client_error_target() {
+        Some(limit) => format!(
+            "≤ {:.2} % | {:.3} % | {}",
+            100.0 * limit,
+            100.0 * worst_errors,
+            met(worst_errors <= limit)
+        ),
+        None => format!("- | {:.3} % | -", 100.0 * worst_errors),
+    };
+    format!(
+        "| `{}` | ≤ {target:.0} s | {} | {} | ≤ 3 % | {:.1} % | {} | {errors} |\n",
+        scenario.name(),
+        zero.map_or("never".into(), |v| format!("{v:.1} s")),
+        met(zero.is_some_and(|v| v <= target)),
+        100.0 * worst_share,
+        if window == TARGET_WINDOW {
+            met(worst_share <= SHARE_TARGET)
+        } else {
+            "n/a: the target is for a 60 s window"
+        },
+    )
+}
+
+/// The timeline of one trial, written next to the report; returns the report's reference.
+fn timeline(stack: &Stack, scenario: Scenario, span: Span, out: &std::path::Path) -> String {
+    let lead = Duration::from_secs(10);
+    let from = span.injected.checked_sub(lead).unwrap_or(span.injected);
+    let snapshots = stack
+        .recorder
+        .between(from, span.end + Duration::from_secs(5));
+    let svg = Timeline {
+        title: format!(
+            "`{}` trial 1: {} at 0 s, recovered at {:.0} s",
+            scenario.name(),
+            scenario.describe(),
+            (span.recovered - span.injected).as_secs_f64()
+        ),
+        arms: stack.arms.iter().map(|a| a.arm.name()).collect(),
+        snapshots: &snapshots,
+        zero: span.injected,
+        marks: vec![
+            (span.injected, "fault".into()),
+            (span.recovered, "recovered".into()),
+        ],
+        shaded: vec![(span.injected, span.recovered)],
+        shaded_label: "the fault in force".into(),
     }
-    let before = selections(stack).await;
-    let started = Instant::now();
-    let mut bad = false;
-    while started.elapsed() < length {
-        bad = !bad;
-        let fault = if bad { Fault::Error } else { Fault::Pass };
-        for a in &stack.arms {
-            a.proxies[FAULTY].set_fault(fault);
+    .svg();
+    let name = format!("timeline-{}.svg", scenario.name());
+    save(out, &name, &svg, &format!("`{}` timeline", scenario.name())).unwrap_or_else(|e| {
+        eprintln!("could not write {name}: {e}");
+        String::new()
+    })
+}
+
+/// Runs every scenario's trials and returns the report section.
+pub async fn run(stack: &mut Stack, o: &Options) -> String {
+    let arms: Vec<Arm> = stack.arms.iter().map(|a| a.arm).collect();
+    let mut report = format!(
+        "## Failover\n\nThe fault hits n2 on top of its noise (stall: mining stops; slow: answers held 4 s; \
+         down: the node is killed, its proxy then closes connections; errors: HTTP 500 with a JSON-RPC error). \
+         {} trial(s) per scenario, traffic counted over {} s after injection. Times are p50 / p95 / max; \
+         \"out of rotation\" is weight 0 or marked DOWN by HAProxy's health check; \"back\" is the start of its \
+         first 5 s in rotation at one weight (slow start and any re-ejection over). Failed client requests are summed over the trials' \
+         windows.\n\n",
+        o.trials,
+        o.window.as_secs()
+    );
+    let mut targets = String::new();
+    for &scenario in &o.scenarios {
+        let mut results: Vec<Vec<Trial>> = vec![Vec::new(); arms.len()];
+        let mut first_span = None;
+        for t in 0..o.trials {
+            eprintln!("failover: {} trial {}/{}", scenario.name(), t + 1, o.trials);
+            let (trials, span) = trial(stack, scenario, o.window).await;
+            first_span.get_or_insert(span);
+            for (all, one) in results.iter_mut().zip(trials) {
+                all.push(one);
+            }
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let rows: Vec<Vec<String>> = arms.iter().zip(&results).map(|(a, r)| row(*a, r)).collect();
+        let _ = writeln!(
+            report,
+            "### `{}`\n\n{}",
+            scenario.name(),
+            table(
+                &[
+                    "arm",
+                    "injection → weight 0",
+                    "injection → out of rotation",
+                    "recovery → back",
+                    "faulty provider's share",
+                    "client p50 / p99",
+                    "failed client requests"
+                ],
+                &rows
+            )
+        );
+        if let Some(seed) = arms.iter().position(|a| *a == Arm::Seed) {
+            report.push_str(&versus_seed(&results[0], &results[seed]));
+            report.push('\n');
+        }
+        if let (Scenario::Down, Some(span), Some(out)) = (scenario, first_span, &o.out) {
+            report.push_str(&timeline(stack, scenario, span, out));
+            report.push('\n');
+        }
+        targets.push_str(&targets_row(scenario, &results[0], o.window));
     }
-    for a in &stack.arms {
-        a.proxies[FAULTY].set_fault(Fault::Pass);
-    }
-    let after = selections(stack).await;
-    let shares = faulty_shares(&before, &after);
-    let mut out = Vec::new();
-    for (i, a) in stack.arms.iter().enumerate() {
-        let share = shares[i];
-        let writes = stack.weight_writes(a.arm).await - writes_before[i];
-        out.push((a.arm, writes, share));
-    }
-    out
+    let _ = writeln!(
+        report,
+        "### Targets (ethrpc arm)\n\n| scenario | weight 0 (p95) | measured | | faulty share | worst trial | | \
+         failed client requests | worst trial | |\n|{}\n{targets}",
+        " --- |".repeat(10)
+    );
+    report
 }

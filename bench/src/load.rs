@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use crate::stats::quantile;
+
 /// One request: when it started, how long it took, whether it got a JSON-RPC result.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -77,6 +79,65 @@ impl Load {
             .filter(|s| s.started >= from && s.started < to)
             .copied()
             .collect()
+    }
+
+    /// What the client saw of the requests started in `[from, to)`.
+    pub fn summary(&self, from: Instant, to: Instant) -> ClientSummary {
+        ClientSummary::of(&self.between(from, to))
+    }
+}
+
+/// Client latencies and failures over some requests.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSummary {
+    /// Latencies in seconds.
+    pub latencies: Vec<f64>,
+    pub failed: usize,
+}
+
+impl ClientSummary {
+    pub fn of(samples: &[Sample]) -> Self {
+        Self {
+            latencies: samples.iter().map(|s| s.latency.as_secs_f64()).collect(),
+            failed: samples.iter().filter(|s| !s.ok).count(),
+        }
+    }
+
+    /// Both summaries' requests together.
+    pub fn merge(mut self, other: &ClientSummary) -> Self {
+        self.latencies.extend_from_slice(&other.latencies);
+        self.failed += other.failed;
+        self
+    }
+
+    pub fn requests(&self) -> usize {
+        self.latencies.len()
+    }
+
+    /// Failed requests as a share of all (0 when there were none).
+    pub fn failed_share(&self) -> f64 {
+        if self.latencies.is_empty() {
+            0.0
+        } else {
+            self.failed as f64 / self.latencies.len() as f64
+        }
+    }
+
+    /// "p50 / p99 ms".
+    pub fn latency_text(&self) -> String {
+        let ms =
+            |q| quantile(&self.latencies, q).map_or("-".into(), |v| format!("{:.0}", v * 1000.0));
+        format!("{} / {} ms", ms(0.5), ms(0.99))
+    }
+
+    /// "N of M (x %)".
+    pub fn failed_text(&self) -> String {
+        format!(
+            "{} of {} ({:.3} %)",
+            self.failed,
+            self.requests(),
+            100.0 * self.failed_share()
+        )
     }
 }
 

@@ -1,12 +1,18 @@
-//! `ethrpc-bench`: failover speed and traffic sent to bad providers (ethrpc vs the seed's design
-//! vs HAProxy alone), flap damping, and the cost of the exporter and the actuator. Prints Markdown
-//! tables and, with `--out`, writes them to a file (bench/RESULTS.md).
+//! `ethrpc-bench`: how ethrpc, the seed's design and HAProxy alone fare on noisy providers (no
+//! fault, a flapping provider, four faults), and the cost of the exporter and the actuator.
+//! Prints Markdown tables and, with `--out`, writes them to a file (bench/RESULTS.md) and the
+//! timelines next to it.
 
 mod cost;
 mod failover;
+mod flap;
 mod load;
+mod noisy;
+mod recorder;
 mod stack;
 mod stats;
+mod timeline;
+mod trial;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,16 +20,15 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::failover::{Scenario, Trial};
-use crate::load::Load;
-use crate::stack::{Arm, Stack};
-use crate::stats::{quantile, summary_percent, summary_seconds, table};
+use crate::stack::{Arm, Stack, MEDIANS_MS};
+use crate::stats::{met, table};
+use crate::trial::Scenario;
 
 #[derive(Parser)]
 #[command(about)]
 struct Cli {
     /// Trials per failover scenario.
-    #[arg(long, env = "ETHRPC_BENCH_TRIALS", default_value_t = 5)]
+    #[arg(long, env = "ETHRPC_BENCH_TRIALS", default_value_t = 3)]
     trials: usize,
     /// Window after injection over which traffic to the faulty provider is counted.
     #[arg(long, env = "ETHRPC_BENCH_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -31,22 +36,32 @@ struct Cli {
     /// Client requests per second through each arm's HAProxy frontend.
     #[arg(long, env = "ETHRPC_BENCH_RATE", default_value_t = 200)]
     rate: u32,
+    /// Length of the `noisy` part (healthy noisy providers, no fault).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    noisy: Duration,
     /// Length of the flap run.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     flap: Duration,
-    /// Smoke test: one `stall` trial with the ethrpc arm and a 15 s window, nothing else.
+    /// Smoke test: the ethrpc arm only, a 20 s `noisy` part and one `stall` trial with a 15 s
+    /// window.
     #[arg(long)]
     short: bool,
-    /// Parts to run.
+    /// Parts to run: noisy, failover, flap, exporter, actuator.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "failover,flap,exporter,actuator"
+        default_value = "noisy,failover,flap,exporter,actuator"
     )]
     parts: Vec<String>,
-    /// Also write the report here.
+    /// Also write the report here (and the timelines next to it).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+impl Cli {
+    fn wants(&self, part: &str) -> bool {
+        self.parts.iter().any(|p| p == part)
+    }
 }
 
 fn machine() -> String {
@@ -74,180 +89,83 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {memory} memory")
 }
 
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "**missed**"
-    }
+/// The stack every stack part runs on.
+fn setup(cli: &Cli) -> String {
+    let defaults: Vec<&str> = testkit::haproxy::SHIPPED_DEFAULTS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!(
+        "## Setup\n\nPer arm, three anvil nodes (1 s blocks), n1, n2 and n3, each behind a noisy HTTP proxy modelling a \
+         healthy paid provider (`Noise::paid_provider`, see `testkit/NOISE.md`): log-normal latency with medians \
+         {} / {} / {} ms (p99 about 16 times the median, capped at 3 s), 10 % of reads answered by a replica node kept \
+         2 blocks behind (one per arm), 0.3 % HTTP 502s, 0.1 % hangs of 3 s, a 250 requests/s token bucket. n2 is the \
+         one faults hit. HAProxy 2.6 runs the shipped `defaults` (`{}`) and the shipped backend's options (roundrobin, \
+         HTTP health check every 2 s, fall 2, rise 2). One exporter probes every provider every 1 s (timeout 2 s), \
+         Prometheus scrapes every 1 s, {} client requests/s per arm go through HAProxy.\n\n\
+         - **ethrpc**: the actuator every 1 s, the default policy with `max_block_lag = 2`, `max_block_age = \"5s\"` \
+         (1 s blocks).\n\
+         - **seed**: the actuator as the seed's design: equal weights, ejection only on block age ≥ 150 s or latency \
+         ≥ 3 s, every 60 s.\n\
+         - **haproxy-only**: no actuator; HAProxy's health check alone.\n\n",
+        MEDIANS_MS[0],
+        MEDIANS_MS[1],
+        MEDIANS_MS[2],
+        defaults.join("; "),
+        cli.rate
+    )
 }
 
-fn p95(values: &[Option<Duration>]) -> Option<f64> {
-    let hits: Vec<f64> = values.iter().flatten().map(Duration::as_secs_f64).collect();
-    if hits.len() < values.len() {
-        return None; // a trial that never got there fails any target
-    }
-    quantile(&hits, 0.95)
-}
-
-async fn failover(cli: &Cli, report: &mut String) -> anyhow::Result<()> {
+/// The noisy, failover and flap parts on one stack; returns each part's text.
+async fn stack_parts(cli: &Cli, stamp: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
     let arms: &[Arm] = if cli.short {
         &[Arm::Ethrpc]
     } else {
         &[Arm::Ethrpc, Arm::Seed, Arm::HaproxyOnly]
     };
-    let scenarios: &[Scenario] = if cli.short {
-        &[Scenario::Stall]
-    } else {
-        &Scenario::ALL
-    };
-    let trials = if cli.short { 1 } else { cli.trials };
-    let window = if cli.short {
-        Duration::from_secs(15)
-    } else {
-        cli.window
-    };
-    eprintln!("failover: starting {} arm(s)…", arms.len());
-    let mut stack = Stack::start(arms).await?;
-    let loads: Vec<Load> = stack
-        .arms
-        .iter()
-        .map(|a| Load::start(a.frontend_port, cli.rate))
-        .collect();
-    let _ = writeln!(
-        report,
-        "## Failover\n\n3 anvil providers per arm (1 s blocks), probe, scrape and actuator intervals 1 s, \
-         {} client requests/s per arm through HAProxy (roundrobin, HTTP health checks every 2 s, fall 2), \
-         {trials} trial(s) per scenario, traffic counted over {}s after injection. ethrpc arm: default \
-         policy with `max_block_lag = 2`, `max_block_age = \"5s\"`. seed arm: the actuator as the seed \
-         (equal weights, only block age ≥ 150 s and latency ≥ 3 s, every 60 s). Times are p50 / p95 / max; \
-         \"out of rotation\" is weight 0 or marked DOWN by HAProxy's own health check.\n",
-        cli.rate,
-        window.as_secs()
-    );
-    let mut targets = String::new();
-    for &scenario in scenarios {
-        let mut results: Vec<Vec<Trial>> = vec![Vec::new(); arms.len()];
-        for t in 0..trials {
-            eprintln!("failover: {} trial {}/{trials}", scenario.name(), t + 1);
-            for (i, trial) in failover::trial(&mut stack, &loads, scenario, window)
-                .await
-                .into_iter()
-                .enumerate()
-            {
-                results[i].push(trial);
-            }
-        }
-        let mut rows = Vec::new();
-        for (arm, r) in arms.iter().zip(&results) {
-            let zero: Vec<_> = r.iter().map(|t| t.to_weight_zero).collect();
-            let out: Vec<_> = r.iter().map(|t| t.to_out).collect();
-            let full: Vec<_> = r.iter().map(|t| t.to_full).collect();
-            let shares: Vec<f64> = r.iter().map(|t| t.faulty_share).collect();
-            let latencies: Vec<f64> = r.iter().flat_map(|t| t.latencies.iter().copied()).collect();
-            let failed: usize = r.iter().map(|t| t.failed_requests).sum();
-            let requests: usize = r.iter().map(|t| t.latencies.len()).sum();
-            let ms =
-                |q| quantile(&latencies, q).map_or("-".into(), |v| format!("{:.0}", v * 1000.0));
-            rows.push(vec![
-                arm.name().into(),
-                summary_seconds(&zero),
-                summary_seconds(&out),
-                summary_seconds(&full),
-                summary_percent(&shares),
-                format!("{} / {} ms", ms(0.5), ms(0.99)),
-                format!("{failed} of {requests}"),
-            ]);
-        }
-        let _ = writeln!(
-            report,
-            "### `{}`\n\n{}",
-            scenario.name(),
-            table(
-                &[
-                    "arm",
-                    "injection → weight 0",
-                    "injection → out of rotation",
-                    "recovery → full weight",
-                    "faulty provider's share",
-                    "client p50 / p99",
-                    "failed client requests"
-                ],
-                &rows
-            )
-        );
-        let ethrpc = &results[0];
-        let zero: Vec<_> = ethrpc.iter().map(|t| t.to_weight_zero).collect();
-        let shares: Vec<f64> = ethrpc.iter().map(|t| t.faulty_share).collect();
-        let target = scenario.target().as_secs_f64();
-        let p95_zero = p95(&zero);
-        let max_share = quantile(&shares, 1.0).unwrap_or(1.0);
-        let _ = writeln!(
-            targets,
-            "| `{}` | ≤ {target:.0} s | {} | {} | ≤ 3 % | {:.1} % | {} |",
-            scenario.name(),
-            p95_zero.map_or("never".into(), |v| format!("{v:.1} s")),
-            met(p95_zero.is_some_and(|v| v <= target)),
-            100.0 * max_share,
-            if window == Duration::from_secs(60) {
-                met(max_share <= 0.03)
+    eprintln!("starting {} arm(s)…", arms.len());
+    let mut stack = Stack::start(arms, cli.rate).await?;
+    let mut parts = vec![("setup", format!("{stamp}{}", setup(cli)))];
+    if cli.short || cli.wants("noisy") {
+        let length = if cli.short {
+            Duration::from_secs(20)
+        } else {
+            cli.noisy
+        };
+        eprintln!("noisy: {} s", length.as_secs());
+        parts.push((
+            "noisy",
+            format!("{stamp}{}", noisy::run(&stack, length).await),
+        ));
+    }
+    if cli.short || cli.wants("failover") {
+        let options = failover::Options {
+            scenarios: if cli.short {
+                vec![Scenario::Stall]
             } else {
-                "n/a: the target is for a 60 s window"
+                Scenario::ALL.to_vec()
             },
-        );
-        if let Some(seed) = arms.iter().position(|a| *a == Arm::Seed) {
-            let seed_zero: Vec<_> = results[seed].iter().map(|t| t.to_weight_zero).collect();
-            let seed_share = quantile(
-                &results[seed]
-                    .iter()
-                    .map(|t| t.faulty_share)
-                    .collect::<Vec<_>>(),
-                0.5,
-            )
-            .unwrap_or(0.0);
-            let ours_share = quantile(&shares, 0.5).unwrap_or(0.0);
-            let ratio_time = match (p95_zero, p95(&seed_zero)) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                (Some(_), None) => "seed never ejected".into(),
-                _ => "-".into(),
-            };
-            let ratio_share = if seed_share > 0.0 {
-                format!("{:.2}", ours_share / seed_share)
+            trials: if cli.short { 1 } else { cli.trials },
+            window: if cli.short {
+                Duration::from_secs(15)
             } else {
-                "-".into()
-            };
-            let _ = writeln!(report, "ethrpc / seed: p95 time to weight 0 {ratio_time}; median faulty share {ratio_share}.\n");
-        }
+                cli.window
+            },
+            out: cli.out.clone(),
+        };
+        let text = failover::run(&mut stack, &options).await;
+        parts.push(("failover", format!("{stamp}{text}")));
     }
-    let _ = writeln!(
-        report,
-        "### Targets (ethrpc arm)\n\n| scenario | weight-0 target (p95) | measured p95 | | share target | worst share | |\n| --- | --- | --- | --- | --- | --- | --- |\n{targets}"
-    );
-    if !cli.short && cli.parts.iter().any(|p| p == "flap") {
-        eprintln!("flap: {}s", cli.flap.as_secs());
-        let rows: Vec<Vec<String>> = failover::flap(&mut stack, cli.flap)
-            .await
-            .into_iter()
-            .map(|(arm, writes, share)| {
-                let writes = if arm == Arm::HaproxyOnly {
-                    "-".into()
-                } else {
-                    format!("{writes:.0}")
-                };
-                vec![arm.name().into(), writes, format!("{:.1} %", 100.0 * share)]
-            })
-            .collect();
-        let _ = writeln!(
-            report,
-            "## Flap damping\n\nThe provider answers HTTP 500 for 5 s, then normally for 5 s, for {} s.\n\n{}",
-            cli.flap.as_secs(),
-            table(&["arm", "weight writes for it", "its share of client traffic"], &rows)
-        );
+    if !cli.short && cli.wants("flap") {
+        eprintln!("flap: {} s", cli.flap.as_secs());
+        let text = flap::run(&mut stack, cli.flap, cli.out.as_deref()).await;
+        parts.push(("flap", format!("{stamp}{text}")));
     }
-    Ok(())
+    Ok(parts)
 }
 
-async fn costs(cli: &Cli, report: &mut String) -> anyhow::Result<()> {
+async fn costs(report: &mut String) -> anyhow::Result<()> {
     let mut exporter_rows = Vec::new();
     let mut actuator_rows = Vec::new();
     let mut notes = String::new();
@@ -318,7 +236,6 @@ async fn costs(cli: &Cli, report: &mut String) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    let _ = cli;
     let _ = writeln!(
         report,
         "## Exporter cost\n\nProbing a fast local JSON-RPC responder every 1 s (chains of 100 providers), measured over 30 s. \
@@ -345,7 +262,7 @@ fn merge(previous: &str, parts: &[(&str, String)]) -> String {
          - Machine: {}\n\n",
         machine()
     );
-    for name in ["failover", "cost"] {
+    for name in ["setup", "noisy", "failover", "flap", "cost"] {
         let (open, close) = (
             format!("<!-- part:{name} -->\n"),
             format!("<!-- /part:{name} -->\n"),
@@ -378,14 +295,12 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let stamp = format!("_Measured {date} with `{}`._\n\n", command.join(" "));
     let mut parts: Vec<(&str, String)> = Vec::new();
-    if cli.short || cli.parts.iter().any(|p| p == "failover") {
-        let mut text = stamp.clone();
-        failover(&cli, &mut text).await?;
-        parts.push(("failover", text));
+    if cli.short || ["noisy", "failover", "flap"].iter().any(|p| cli.wants(p)) {
+        parts.extend(stack_parts(&cli, &stamp).await?);
     }
-    if !cli.short && cli.parts.iter().any(|p| p == "exporter" || p == "actuator") {
+    if !cli.short && (cli.wants("exporter") || cli.wants("actuator")) {
         let mut text = stamp.clone();
-        costs(&cli, &mut text).await?;
+        costs(&mut text).await?;
         parts.push(("cost", text));
     }
     for (_, text) in &parts {

@@ -1,24 +1,33 @@
-//! The failover benchmark's stack, all real parts on 127.0.0.1: per arm three anvil nodes (each
-//! behind a fault proxy) and an HAProxy frontend and backend; one exporter probing every arm, one
-//! Prometheus scraping every second, and an actuator for the `ethrpc` and the `seed` arms.
+//! The benchmark's stack, all real parts on 127.0.0.1: per arm three anvil nodes, each behind a
+//! noisy HTTP proxy (a paid provider's latency, lagging replica reads, 502s, hangs and rate limit,
+//! see `testkit/NOISE.md`) sharing the arm's replica node, and an HAProxy frontend and backend run
+//! with the shipped `defaults` and backend options; one exporter probing every arm, one Prometheus
+//! scraping every second, an actuator for the `ethrpc` and the `seed` arms, a client load per arm
+//! and a record of HAProxy's view.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actuator::haproxy::{BackendStat, Haproxy};
+use actuator::haproxy::Haproxy;
+use anyhow::Context as _;
 use common::config::HaproxyAddress;
 use testkit::anvil::Anvil;
-use testkit::fault_proxy::FaultProxy;
+use testkit::fault_proxy::{FaultProxy, Noise, NoiseStats};
 use testkit::haproxy::HaproxyProcess;
 use testkit::prometheus::PrometheusProcess;
-use testkit::{free_port, get_text, wait_for, TempDir};
+use testkit::{free_port, get_text, TempDir};
 use tokio::process::{Child, Command};
+
+use crate::load::Load;
+use crate::recorder::{Recorder, ServerSample};
 
 pub const CHAIN_ID: u64 = 31337;
 /// The provider faults are injected into.
 pub const FAULTY: usize = 1;
 pub const SERVERS: [&str; 3] = ["n1", "n2", "n3"];
+/// The providers' median latencies, fastest first.
+pub const MEDIANS_MS: [u64; 3] = [30, 60, 120];
 
 /// One way of running HAProxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +61,57 @@ pub struct ArmStack {
     pub nodes: Vec<Anvil>,
     pub proxies: Vec<FaultProxy>,
     pub frontend_port: u16,
+    /// The nodes a block or two behind that the proxies answer some reads from.
+    _replica: Anvil,
+}
+
+impl ArmStack {
+    async fn start(arm: Arm) -> Self {
+        let nodes = Anvil::start_mining_together(3, CHAIN_ID).await;
+        let replica = Anvil::start(CHAIN_ID).await;
+        let mut proxies = Vec::new();
+        for (node, median) in nodes.iter().zip(MEDIANS_MS) {
+            proxies.push(
+                FaultProxy::start_noisy(
+                    format!("127.0.0.1:{}", node.port),
+                    Some(format!("127.0.0.1:{}", replica.port)),
+                    Noise::paid_provider(Duration::from_millis(median)),
+                )
+                .await,
+            );
+        }
+        Self {
+            arm,
+            nodes,
+            proxies,
+            frontend_port: free_port(),
+            _replica: replica,
+        }
+    }
+
+    /// What the noise did to this arm's providers so far, all three together.
+    pub fn noise(&self) -> NoiseStats {
+        self.proxies
+            .iter()
+            .map(FaultProxy::stats)
+            .fold(NoiseStats::default(), |a, b| NoiseStats {
+                requests: a.requests + b.requests,
+                replica: a.replica + b.replica,
+                errors_502: a.errors_502 + b.errors_502,
+                hangs: a.hangs + b.hangs,
+                rate_limited: a.rate_limited + b.rate_limited,
+                flap_errors: a.flap_errors + b.flap_errors,
+            })
+    }
 }
 
 /// The whole stack; every process stops on drop.
 pub struct Stack {
     pub arms: Vec<ArmStack>,
-    pub haproxy: Haproxy,
     pub actuator_ports: Vec<(Arm, u16)>,
+    /// One client load per arm, in `arms` order.
+    pub loads: Vec<Load>,
+    pub recorder: Recorder,
     // Held so that these processes and files live as long as the stack.
     _haproxy_process: HaproxyProcess,
     _prometheus: PrometheusProcess,
@@ -91,15 +144,36 @@ pub fn spawn(dir: &Path, name: &str, stem: &str, config: &str) -> anyhow::Result
         .spawn()?)
 }
 
-fn haproxy_sections(arms: &[ArmStack]) -> String {
+/// The shipped backend's options (balance, health check, server defaults): the lines of
+/// `deploy/local/haproxy.cfg`'s `backend rpc-backend` but its comments and servers.
+fn shipped_backend_options() -> anyhow::Result<String> {
+    let path = testkit::workspace_root().join("deploy/local/haproxy.cfg");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, section) = text
+        .split_once("\nbackend rpc-backend\n")
+        .with_context(|| format!("{} has no `backend rpc-backend`", path.display()))?;
+    let options: String = section
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("server "))
+        .map(|l| format!("  {l}\n"))
+        .collect();
+    anyhow::ensure!(
+        options.contains("balance"),
+        "no options in {}'s backend",
+        path.display()
+    );
+    Ok(options)
+}
+
+fn haproxy_sections(arms: &[ArmStack], options: &str) -> String {
     let mut text = String::new();
     for a in arms {
         let backend = a.arm.backend();
         text.push_str(&format!(
-            "frontend fe-{name}\n  bind 127.0.0.1:{port}\n  default_backend {backend}\n\
-             backend {backend}\n  balance roundrobin\n  option httpchk\n  \
-             http-check send meth POST uri / ver HTTP/1.1 hdr Host localhost hdr Content-Type application/json body \"{{\\\"jsonrpc\\\":\\\"2.0\\\",\\\"id\\\":1,\\\"method\\\":\\\"eth_blockNumber\\\",\\\"params\\\":[]}}\"\n  \
-             http-check expect status 200\n  default-server check inter 2s fall 2 rise 2 weight 100\n",
+            "frontend fe-{name}\n  bind 127.0.0.1:{port}\n  default_backend {backend}\nbackend {backend}\n{options}",
             name = a.arm.name(),
             port = a.frontend_port,
         ));
@@ -141,25 +215,21 @@ const SEED_QUERIES: &str = "[actuator.queries]\n\
     error_ratio = \"max by (chain, provider) (ethrpc_up) * 0\"\n\
     latency = \"max by (chain, provider) (ethrpc_probe_duration_seconds)\"\n";
 
+/// How long weights must hold still before a part starts.
+const STILL: Duration = Duration::from_secs(5);
+
 impl Stack {
-    /// Starts the arms and everything around them, and waits until every arm is healthy.
-    pub async fn start(arms: &[Arm]) -> anyhow::Result<Self> {
+    /// Starts the arms and everything around them, a client load of `rate` requests/s per arm,
+    /// and waits until every arm is in service.
+    pub async fn start(arms: &[Arm], rate: u32) -> anyhow::Result<Self> {
         let dir = TempDir::new("bench");
         let mut stacks = Vec::new();
         for &arm in arms {
-            let nodes = Anvil::start_mining_together(3, CHAIN_ID).await;
-            let mut proxies = Vec::new();
-            for node in &nodes {
-                proxies.push(FaultProxy::start(format!("127.0.0.1:{}", node.port)).await);
-            }
-            stacks.push(ArmStack {
-                arm,
-                nodes,
-                proxies,
-                frontend_port: free_port(),
-            });
+            stacks.push(ArmStack::start(arm).await);
         }
-        let haproxy_process = HaproxyProcess::start(&haproxy_sections(&stacks)).await;
+        let haproxy_process =
+            HaproxyProcess::start_shipped(&haproxy_sections(&stacks, &shipped_backend_options()?))
+                .await;
         let haproxy = Haproxy::new(
             HaproxyAddress::Unix(haproxy_process.admin_socket.clone()),
             Duration::from_secs(2),
@@ -202,8 +272,12 @@ impl Stack {
             actuators.push(spawn(dir.path(), "ethrpc-actuator", &stem, &text)?);
         }
         let stack = Self {
+            loads: stacks
+                .iter()
+                .map(|a| Load::start(a.frontend_port, rate))
+                .collect(),
+            recorder: Recorder::start(haproxy, stacks.iter().map(|a| a.arm.backend()).collect()),
             arms: stacks,
-            haproxy,
             _haproxy_process: haproxy_process,
             _prometheus: prometheus,
             actuator_ports: actuated,
@@ -211,64 +285,88 @@ impl Stack {
             _actuators: actuators,
             _dir: dir,
         };
-        stack.wait_healthy(Duration::from_secs(120)).await;
+        let started = Instant::now();
+        while !stack.in_service().await {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "the stack was not in service within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Ok(stack)
     }
 
-    /// HAProxy's view of every arm's backend.
-    pub async fn backends(&self) -> Vec<(Arm, BackendStat)> {
-        let stat = self.haproxy.show_stat().await.unwrap_or_default();
-        self.arms
-            .iter()
-            .map(|a| {
-                (
-                    a.arm,
-                    stat.get(&a.arm.backend()).cloned().unwrap_or_default(),
-                )
-            })
-            .collect()
+    /// Every arm's servers' weights as clients feel them (0 while DOWN), from the newest record.
+    fn weights(&self) -> Option<Vec<[u32; 3]>> {
+        let latest = self.recorder.latest()?;
+        Some(
+            latest
+                .arms
+                .iter()
+                .map(|servers| servers.map(|s: ServerSample| s.effective_weight()))
+                .collect(),
+        )
     }
 
-    /// Waits until every server of every arm is at full weight and UP, and the ethrpc actuator
-    /// judges all its servers healthy.
-    pub async fn wait_healthy(&self, limit: Duration) {
-        wait_for("every arm healthy at full weight", limit, || async {
-            for (_, b) in self.backends().await {
-                let all = SERVERS.iter().all(|s| {
-                    b.servers
-                        .get(*s)
-                        .is_some_and(|st| st.weight == 100 && st.status.starts_with("UP"))
-                });
-                if !all {
-                    return None;
-                }
-            }
-            for (arm, port) in &self.actuator_ports {
-                if *arm == Arm::Ethrpc {
-                    let page = get_text(&format!("http://127.0.0.1:{port}/")).await?;
-                    if page.matches(" healthy ").count() != SERVERS.len() {
-                        return None;
-                    }
-                }
-            }
-            Some(())
-        })
-        .await;
-    }
-
-    /// `ethrpc_actuator_weight_writes_total` of the faulty server, per actuated arm.
-    pub async fn weight_writes(&self, arm: Arm) -> f64 {
-        let Some((_, port)) = self.actuator_ports.iter().find(|(a, _)| *a == arm) else {
-            return 0.0;
+    /// Every server of every arm in rotation, and the ethrpc actuator judging all of its servers
+    /// healthy (not ejected, readmitting or in slow start).
+    async fn in_service(&self) -> bool {
+        let Some(weights) = self.weights() else {
+            return false;
         };
+        if weights.iter().flatten().any(|w| *w == 0) {
+            return false;
+        }
+        for (arm, port) in &self.actuator_ports {
+            if *arm == Arm::Ethrpc {
+                let page = get_text(&format!("http://127.0.0.1:{port}/")).await;
+                if page.is_none_or(|p| p.matches(" healthy ").count() != SERVERS.len()) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Waits until every arm is in service again with its weights still for 5 s (slow starts
+    /// and escalations over). After `limit` it warns and returns: the part then starts from
+    /// wherever the stack is, which its numbers show.
+    pub async fn wait_healthy(&self, limit: Duration) {
+        let started = Instant::now();
+        let (mut seen, mut since) = (None, Instant::now());
+        loop {
+            let weights = self.weights();
+            if weights != seen {
+                (seen, since) = (weights, Instant::now());
+            }
+            if since.elapsed() >= STILL && self.in_service().await {
+                return;
+            }
+            if started.elapsed() > limit {
+                eprintln!(
+                    "warning: the stack did not settle within {}s; going on",
+                    limit.as_secs()
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `ethrpc_actuator_weight_writes_total` per server (in [`SERVERS`] order) of an actuated
+    /// arm; `None` for HAProxy alone.
+    pub async fn weight_writes(&self, arm: Arm) -> Option<[f64; 3]> {
+        let (_, port) = self.actuator_ports.iter().find(|(a, _)| *a == arm)?;
         let text = get_text(&format!("http://127.0.0.1:{port}/metrics"))
             .await
             .unwrap_or_default();
-        testkit::metrics_text::sample(
-            &text,
-            "ethrpc_actuator_weight_writes_total",
-            &[("server", SERVERS[FAULTY])],
-        )
-        .unwrap_or(0.0)
+        Some(SERVERS.map(|server| {
+            testkit::metrics_text::sample(
+                &text,
+                "ethrpc_actuator_weight_writes_total",
+                &[("server", server)],
+            )
+            .unwrap_or(0.0)
+        }))
     }
 }

@@ -42,6 +42,25 @@ pub fn summary_percent(values: &[f64]) -> String {
     format!("{} / {} / {} %", f(0.5), f(0.95), f(1.0))
 }
 
+/// A target's verdict in the report (targets are reported, never asserted).
+pub fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// The p95 of durations measured in trials, in seconds; `None` if any trial never got there
+/// (such a trial fails any target).
+pub fn p95(values: &[Option<Duration>]) -> Option<f64> {
+    let hits: Vec<f64> = values.iter().flatten().map(Duration::as_secs_f64).collect();
+    if hits.len() < values.len() {
+        return None;
+    }
+    quantile(&hits, 0.95)
+}
+
 /// A Markdown table.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = format!(

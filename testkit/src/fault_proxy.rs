@@ -1,20 +1,28 @@
-//! A TCP proxy in front of a real node that misbehaves on command: it delays every chunk of the
-//! node's answers, answers HTTP 500 with a JSON-RPC error, or refuses connections. Tests drive it
-//! directly; the local demo and the benchmark drive the `ethrpc-faultproxy` binary over HTTP.
+//! A proxy in front of a real node that misbehaves on command. In TCP mode it delays every chunk
+//! of the node's answers, answers HTTP 500 with a JSON-RPC error, or refuses connections. In HTTP
+//! mode it reads each JSON-RPC request and, unless a fault is set, applies a paid provider's
+//! [`Noise`] to it (see `testkit/NOISE.md`). Tests drive it directly; the local demo and the
+//! benchmark drive the `ethrpc-faultproxy` binary over HTTP.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
-/// How the proxy treats traffic.
+use crate::noise::{Counters, NoiseState, Verdict};
+pub use crate::noise::{Flap, Noise, NoiseStats, RateLimit};
+use crate::noisy_http::{self, Upstreams};
+use crate::replica::Replica;
+
+/// How the proxy treats traffic. In HTTP mode any fault but `Pass` overrides the noise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Pass,
-    /// Hold every chunk of the answer this long.
+    /// Hold every chunk of the answer this long (HTTP mode: every answer).
     Delay(Duration),
     /// Answer every request with HTTP 500 and a JSON-RPC error body.
     Error,
@@ -37,67 +45,185 @@ impl Fault {
     }
 }
 
-const ERROR_BODY: &str =
+pub(crate) const ERROR_BODY: &str =
     r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"injected fault"}}"#;
 
-/// A running proxy.
+/// What a proxy's connections consult for every request: the fault, the noise and its counters.
+pub(crate) struct Control {
+    fault: Mutex<Fault>,
+    noise: Mutex<NoiseState>,
+    pub(crate) counters: Counters,
+}
+
+impl Control {
+    fn new(noise: Noise) -> Self {
+        Self {
+            fault: Mutex::new(Fault::Pass),
+            noise: Mutex::new(NoiseState::new(noise, rand::random(), Instant::now())),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn fault(&self) -> Fault {
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, NoiseState> {
+        self.noise.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The noise's verdict for a request arriving at `now`, and the replica lag in force.
+    pub(crate) fn draw(&self, now: Instant) -> (Verdict, u64) {
+        let mut state = self.state();
+        (state.draw(now), state.noise().replica_lag)
+    }
+
+    fn replica_lag(&self) -> u64 {
+        self.state().noise().replica_lag
+    }
+}
+
+/// A running proxy; its tasks and connections stop when it drops.
 pub struct FaultProxy {
     pub port: u16,
-    fault: Arc<Mutex<Fault>>,
-    task: JoinHandle<()>,
+    control: Arc<Control>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl FaultProxy {
-    /// Forwards a new port on 127.0.0.1 to `upstream` (`host:port`), passing traffic through.
+    /// TCP mode: forwards a new port on 127.0.0.1 to `upstream` (`host:port`), passing traffic
+    /// through.
     pub async fn start(upstream: String) -> Self {
-        Self::bind("127.0.0.1:0".parse().expect("literal address"), upstream)
+        Self::bind(loopback(), upstream)
             .await
             .expect("bind an ephemeral port")
     }
 
-    /// Forwards `listen` to `upstream`.
+    /// TCP mode: forwards `listen` to `upstream`.
     pub async fn bind(listen: SocketAddr, upstream: String) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let port = listener.local_addr()?.port();
-        let fault = Arc::new(Mutex::new(Fault::Pass));
-        let shared = fault.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let fault = shared.clone();
-                tokio::spawn(async move {
-                    if current(&fault) == Fault::Refuse {
-                        return; // dropping the stream closes it
-                    }
-                    if let Ok(server) = TcpStream::connect(&upstream).await {
-                        forward(client, server, fault).await;
-                    }
-                });
+        let control = Arc::new(Control::new(Noise::none()));
+        let shared = control.clone();
+        let accept = accept_loop(listener, control.clone(), move |client| {
+            let upstream = upstream.clone();
+            let control = shared.clone();
+            async move {
+                if let Ok(server) = TcpStream::connect(&upstream).await {
+                    forward(client, server, control).await;
+                }
             }
         });
-        Ok(Self { port, fault, task })
+        Ok(Self {
+            port,
+            control,
+            tasks: vec![accept],
+        })
+    }
+
+    /// HTTP mode on a new port on 127.0.0.1: JSON-RPC aware, `noise` applied to every request;
+    /// `replica` (`host:port`) is a second node the proxy keeps behind `upstream`'s head.
+    pub async fn start_noisy(upstream: String, replica: Option<String>, noise: Noise) -> Self {
+        Self::bind_noisy(loopback(), upstream, replica, noise)
+            .await
+            .expect("bind an ephemeral port")
+    }
+
+    /// HTTP mode on `listen`.
+    pub async fn bind_noisy(
+        listen: SocketAddr,
+        upstream: String,
+        replica: Option<String>,
+        noise: Noise,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let port = listener.local_addr()?.port();
+        let control = Arc::new(Control::new(noise));
+        let client = reqwest::Client::new();
+        let replica =
+            replica.map(|addr| Arc::new(Replica::new(addr, upstream.clone(), client.clone())));
+        let mut tasks = Vec::new();
+        if let Some(replica) = replica.clone() {
+            let control = control.clone();
+            tasks.push(tokio::spawn(async move {
+                replica.follow(|| control.replica_lag()).await;
+            }));
+        }
+        let upstreams = Arc::new(Upstreams::new(upstream, replica, client));
+        let shared = control.clone();
+        tasks.push(accept_loop(listener, control.clone(), move |client| {
+            noisy_http::serve(client, shared.clone(), upstreams.clone())
+        }));
+        Ok(Self {
+            port,
+            control,
+            tasks,
+        })
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Sets the fault (both modes); in HTTP mode any fault but `Pass` overrides the noise.
     pub fn set_fault(&self, fault: Fault) {
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+        *self
+            .control
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = fault;
+    }
+
+    /// Sets the noise (HTTP mode; a TCP-mode proxy ignores it). The token bucket refills and a
+    /// flap starts its bad phase now.
+    pub fn set_noise(&self, noise: Noise) {
+        self.control.state().set(noise, Instant::now());
+    }
+
+    /// Restarts the noise's random stream from `seed`: sequential requests then draw the same
+    /// noise on every run (proxies start from a random seed).
+    pub fn seed(&self, seed: u64) {
+        self.control.state().seed(seed);
+    }
+
+    /// What was injected so far (HTTP mode; all zero in TCP mode).
+    pub fn stats(&self) -> NoiseStats {
+        self.control.counters.snapshot()
     }
 }
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
-fn current(fault: &Mutex<Fault>) -> Fault {
-    *fault.lock().unwrap_or_else(PoisonError::into_inner)
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-async fn forward(client: TcpStream, server: TcpStream, fault: Arc<Mutex<Fault>>) {
+/// Accepts connections and serves each with `serve`, closing them at once while the fault is
+/// `Refuse`. Aborting the returned task drops the connections too.
+fn accept_loop<S, F>(listener: TcpListener, control: Arc<Control>, serve: S) -> JoinHandle<()>
+where
+    S: Fn(TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((client, _)) = listener.accept().await {
+            while connections.try_join_next().is_some() {}
+            if control.fault() == Fault::Refuse {
+                continue; // dropping the stream closes it
+            }
+            connections.spawn(serve(client));
+        }
+    })
+}
+
+async fn forward(client: TcpStream, server: TcpStream, control: Arc<Control>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
@@ -108,7 +234,7 @@ async fn forward(client: TcpStream, server: TcpStream, fault: Arc<Mutex<Fault>>)
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            match current(&fault) {
+            match control.fault() {
                 Fault::Error | Fault::Refuse => {
                     let reply = format!(
                         "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
@@ -142,7 +268,7 @@ async fn forward(client: TcpStream, server: TcpStream, fault: Arc<Mutex<Fault>>)
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if let Fault::Delay(d) = current(&fault) {
+                    if let Fault::Delay(d) = control.fault() {
                         tokio::time::sleep(d).await;
                     }
                     if client_write.write_all(&buf[..n]).await.is_err() {

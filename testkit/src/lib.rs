@@ -6,8 +6,12 @@ pub mod anvil;
 pub mod fake_rpc;
 pub mod fault_proxy;
 pub mod haproxy;
+pub mod json_rpc;
 pub mod metrics_text;
+pub mod noise;
+pub mod noisy_http;
 pub mod prometheus;
+pub mod replica;
 
 use std::future::Future;
 use std::path::PathBuf;

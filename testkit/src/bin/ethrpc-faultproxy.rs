@@ -1,12 +1,25 @@
-//! A fault-injecting TCP proxy for the local demo and the benchmark: forwards LISTEN to UPSTREAM,
-//! and takes commands on CONTROL: `GET /pass`, `/delay/MILLISECONDS`, `/error`, `/refuse`.
+//! A fault-injecting proxy for the local demo and the benchmark: forwards LISTEN to UPSTREAM and
+//! takes commands on CONTROL: `GET /pass`, `/delay/MILLISECONDS`, `/error`, `/refuse`, and in
+//! HTTP mode `/noisy`, `/noisy/MEDIAN_MS`, `/quiet` and `/stats` (see testkit/NOISE.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use common::http_server::{serve, Reply};
-use testkit::fault_proxy::{Fault, FaultProxy};
+use testkit::fault_proxy::{Fault, FaultProxy, Noise, NoiseStats};
+
+/// The median latency `/noisy` sets.
+const DEFAULT_MEDIAN: Duration = Duration::from_millis(60);
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Forwards bytes; faults only.
+    Tcp,
+    /// Reads each JSON-RPC request; faults and a paid provider's noise.
+    Http,
+}
 
 #[derive(Parser)]
 #[command(about)]
@@ -20,6 +33,57 @@ struct Cli {
     /// The control endpoint, loopback only.
     #[arg(long, env = "ETHRPC_FAULTPROXY_CONTROL")]
     control: SocketAddr,
+    #[arg(
+        long,
+        value_enum,
+        default_value = "tcp",
+        env = "ETHRPC_FAULTPROXY_MODE"
+    )]
+    mode: Mode,
+    /// A second node (HTTP mode) kept a few blocks behind UPSTREAM, answering a share of reads.
+    #[arg(long, env = "ETHRPC_FAULTPROXY_REPLICA")]
+    replica: Option<String>,
+}
+
+/// A command on the control endpoint.
+#[derive(Debug, PartialEq)]
+enum Command {
+    Fault(Fault),
+    Noise(Noise),
+    Stats,
+}
+
+/// Parses a control path: `/pass`, `/delay/MS`, `/error`, `/refuse`, `/noisy`, `/noisy/MEDIAN_MS`,
+/// `/quiet`, `/stats`.
+fn parse_route(path: &str) -> Option<Command> {
+    let path = path.trim_start_matches('/');
+    match path {
+        "noisy" => Some(Command::Noise(Noise::paid_provider(DEFAULT_MEDIAN))),
+        "quiet" => Some(Command::Noise(Noise::none())),
+        "stats" => Some(Command::Stats),
+        _ => match path.strip_prefix("noisy/") {
+            Some(ms) => {
+                let median = Duration::from_millis(ms.parse().ok()?);
+                Some(Command::Noise(Noise::paid_provider(median)))
+            }
+            None => Fault::parse(path).map(Command::Fault),
+        },
+    }
+}
+
+fn stats_text(stats: NoiseStats) -> String {
+    let NoiseStats {
+        requests,
+        replica,
+        errors_502,
+        hangs,
+        rate_limited,
+        flap_errors,
+    } = stats;
+    format!(
+        "requests {requests}\nreplica {replica}\nerrors_502 {errors_502}\nhangs {hangs}\n\
+         rate_limited {rate_limited}\nflap_errors {flap_errors}\n"
+    )
 }
 
 #[tokio::main]
@@ -29,15 +93,81 @@ async fn main() -> anyhow::Result<()> {
         cli.control.ip().is_loopback(),
         "--control must be a loopback address"
     );
-    let proxy = Arc::new(FaultProxy::bind(cli.listen, cli.upstream).await?);
+    let proxy = match cli.mode {
+        Mode::Tcp => {
+            anyhow::ensure!(cli.replica.is_none(), "--replica needs --mode http");
+            FaultProxy::bind(cli.listen, cli.upstream).await?
+        }
+        Mode::Http => {
+            FaultProxy::bind_noisy(cli.listen, cli.upstream, cli.replica, Noise::none()).await?
+        }
+    };
+    let proxy = Arc::new(proxy);
     let control = tokio::net::TcpListener::bind(cli.control).await?;
-    let route = move |path: &str| match Fault::parse(path.trim_start_matches('/')) {
-        Some(fault) => {
+    let route = move |path: &str| {
+        match parse_route(path) {
+        Some(Command::Fault(fault)) => {
             proxy.set_fault(fault);
             Reply::text(200, format!("{fault:?}\n"))
         }
-        None => Reply::text(404, "use /pass, /delay/MILLISECONDS, /error or /refuse\n"),
+        Some(Command::Noise(noise)) => {
+            proxy.set_noise(noise.clone());
+            Reply::text(200, format!("{noise:?}\n"))
+        }
+        Some(Command::Stats) => Reply::text(200, stats_text(proxy.stats())),
+        None => Reply::text(
+            404,
+            "use /pass, /delay/MILLISECONDS, /error, /refuse, /noisy, /noisy/MEDIAN_MS, /quiet or /stats\n",
+        ),
+    }
     };
     serve(control, route, common::process::shutdown_signal()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        assert_eq!(parse_route("/pass"), Some(Command::Fault(Fault::Pass)));
+        assert_eq!(
+            parse_route("/delay/1800"),
+            Some(Command::Fault(Fault::Delay(Duration::from_millis(1800))))
+        );
+        assert_eq!(parse_route("/refuse"), Some(Command::Fault(Fault::Refuse)));
+        assert_eq!(
+            parse_route("/noisy"),
+            Some(Command::Noise(Noise::paid_provider(Duration::from_millis(
+                60
+            ))))
+        );
+        assert_eq!(
+            parse_route("/noisy/120"),
+            Some(Command::Noise(Noise::paid_provider(Duration::from_millis(
+                120
+            ))))
+        );
+        assert_eq!(parse_route("/quiet"), Some(Command::Noise(Noise::none())));
+        assert_eq!(parse_route("/stats"), Some(Command::Stats));
+        assert_eq!(parse_route("/noisy/fast"), None);
+        assert_eq!(parse_route("/noisy/"), None);
+        assert_eq!(parse_route("/loud"), None);
+    }
+
+    #[test]
+    fn stats_read_as_lines() {
+        let stats = NoiseStats {
+            requests: 10,
+            errors_502: 2,
+            ..NoiseStats::default()
+        };
+        let text = stats_text(stats);
+        assert!(
+            text.starts_with("requests 10\nreplica 0\nerrors_502 2\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("flap_errors 0\n"), "{text}");
+    }
 }
