@@ -23,6 +23,15 @@ fn config(prometheus: &str, socket: &Path, extra: &str) -> Config {
     Config::parse(Path::new("test.toml"), &text, |_| None).unwrap()
 }
 
+/// `ethrpc_actuator_server_mismatch` for `server` and `kind` in a rendered exposition.
+fn mismatch(metrics: &str, server: &str, kind: &str) -> Option<f64> {
+    sample(
+        metrics,
+        "ethrpc_actuator_server_mismatch",
+        &[("server", server), ("kind", kind)],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mismatched_servers_are_reported_and_missing_data_holds() {
     let haproxy = HaproxyProcess::start(&backend(
@@ -54,15 +63,8 @@ async fn mismatched_servers_are_reported_and_missing_data_holds() {
     assert_eq!(haproxy.weight("rpc/extra").await, Some(100), "left alone");
 
     let metrics = actuator.metrics.render();
-    let mismatch = |server, kind| {
-        sample(
-            &metrics,
-            "ethrpc_actuator_server_mismatch",
-            &[("server", server), ("kind", kind)],
-        )
-    };
-    assert_eq!(mismatch("p2", "missing_in_haproxy"), Some(1.0));
-    assert_eq!(mismatch("extra", "not_configured"), Some(1.0));
+    assert_eq!(mismatch(&metrics, "p2", "missing_in_haproxy"), Some(1.0));
+    assert_eq!(mismatch(&metrics, "extra", "not_configured"), Some(1.0));
     assert_eq!(
         sample(&metrics, "ethrpc_actuator_weight", &[("server", "p1")]),
         Some(37.0)
@@ -84,15 +86,8 @@ async fn mismatched_servers_are_reported_and_missing_data_holds() {
     assert!(reply.contains("Server deleted"), "{reply}");
     actuator.cycle(Mode::Apply).await.expect("second cycle");
     let metrics = actuator.metrics.render();
-    let mismatch = |server, kind| {
-        sample(
-            &metrics,
-            "ethrpc_actuator_server_mismatch",
-            &[("server", server), ("kind", kind)],
-        )
-    };
-    assert_eq!(mismatch("extra", "not_configured"), Some(0.0));
-    assert_eq!(mismatch("p2", "missing_in_haproxy"), Some(1.0));
+    assert_eq!(mismatch(&metrics, "extra", "not_configured"), Some(0.0));
+    assert_eq!(mismatch(&metrics, "p2", "missing_in_haproxy"), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

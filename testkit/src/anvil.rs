@@ -88,19 +88,7 @@ impl Anvil {
     }
 
     async fn try_rpc(&self, method: &str, params: Value) -> Option<Value> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let reply: Value = self
-            .http
-            .post(self.url())
-            .json(&body)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        reply.get("result").cloned()
+        crate::json_rpc::call(&self.http, &self.url(), method, params).await
     }
 
     /// A JSON-RPC call that must succeed.
@@ -127,8 +115,7 @@ impl Anvil {
     }
 
     pub async fn block_number(&self) -> u64 {
-        let hex = self.rpc("eth_blockNumber", json!([])).await;
-        u64::from_str_radix(hex.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(0)
+        crate::json_rpc::quantity(&self.rpc("eth_blockNumber", json!([])).await).unwrap_or(0)
     }
 
     /// Kills the node now (its port then refuses connections).
