@@ -19,7 +19,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::confirm::{confirm, Confirmed};
 use crate::head::RecentHeads;
-use crate::metrics::Metrics;
+use crate::metrics::{ChainMetrics, Metrics};
 use crate::plausible::{check_number, Reference, FUTURE_TOLERANCE_SECONDS};
 use crate::provider_text::Redactor;
 use crate::reason::Reason;
@@ -140,7 +140,8 @@ pub struct ChainProber {
     settings: ExporterConfig,
     clients: HttpClients,
     limiter: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
+    /// This chain's series, its providers' in config order.
+    metrics: Arc<ChainMetrics>,
     /// Each provider's secrets, for the text it writes back.
     redactors: Vec<Redactor>,
     memories: Vec<Arc<tokio::sync::Mutex<ProbeMemory>>>,
@@ -155,9 +156,7 @@ impl ChainProber {
         limiter: Arc<Semaphore>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        for p in &config.providers {
-            metrics.register_provider(config.name.as_str(), p.name.as_str());
-        }
+        let metrics = metrics.register_chain(&config);
         let n = config.providers.len();
         Self {
             memories: (0..n)
@@ -267,10 +266,7 @@ impl ChainProber {
         if retries > 0 {
             let chain = self.config.name.as_str();
             let provider = self.config.providers[i].name.as_str();
-            self.metrics
-                .retries
-                .with_label_values(&[chain, provider])
-                .inc_by(retries);
+            self.metrics.providers[i].retries.inc_by(retries);
             tracing::debug!(
                 chain,
                 provider,
@@ -294,18 +290,19 @@ impl ChainProber {
             &self.redactors[i],
             s.max_response_bytes,
         );
-        let deadline = tokio::time::Instant::now() + s.probe_timeout;
+        // `probe_timeout` bounds each JSON-RPC call, so a chain-id check does not eat into the
+        // head request's time and a slow provider is judged slow, not down.
+        let deadline = || tokio::time::Instant::now() + s.probe_timeout;
         let check_due = !memory.chain_ok
             || memory
                 .chain_checked_at
                 .is_none_or(|at| at.elapsed() >= s.chain_id_interval);
         if check_due {
-            let id = self.confirmed(i, deadline, || rpc.chain_id()).await?;
+            let id = self.confirmed(i, deadline(), || rpc.chain_id()).await?;
             memory.chain_checked_at = Some(Instant::now());
             memory.chain_ok = id == self.config.chain_id;
-            self.metrics
+            self.metrics.providers[i]
                 .chain_id_match
-                .with_label_values(&[self.config.name.as_str(), provider.name.as_str()])
                 .set(if memory.chain_ok { 1.0 } else { 0.0 });
             if !memory.chain_ok {
                 return Err(ProbeError::new(
@@ -315,34 +312,25 @@ impl ChainProber {
             }
         }
         let started = Instant::now();
-        let block = self.confirmed(i, deadline, || rpc.latest_block()).await?;
+        let block = self.confirmed(i, deadline(), || rpc.latest_block()).await?;
         Ok((block, started.elapsed()))
     }
 
     fn record(&self, i: usize, result: &Result<(Block, Duration), ProbeError>) {
         let chain = self.config.name.as_str();
         let provider = self.config.providers[i].name.as_str();
-        let labels = [chain, provider];
-        let m = &self.metrics;
-        m.probes.with_label_values(&labels).inc();
-        m.last_probe.with_label_values(&labels).set(unix_now());
+        let m = &self.metrics.providers[i];
+        m.probes.inc();
+        m.last_probe.set(unix_now());
         let mut view = self.lock_view();
         let pv = &mut view.providers[i];
         match result {
             Ok((block, latency)) => {
-                m.up.with_label_values(&labels).set(1.0);
-                m.probe_duration
-                    .with_label_values(&labels)
-                    .set(latency.as_secs_f64());
-                m.request_duration
-                    .with_label_values(&labels)
-                    .observe(latency.as_secs_f64());
-                m.block_number
-                    .with_label_values(&labels)
-                    .set(block.number as f64);
-                m.block_timestamp
-                    .with_label_values(&labels)
-                    .set(block.timestamp as f64);
+                m.up.set(1.0);
+                m.probe_duration.set(latency.as_secs_f64());
+                m.request_duration.observe(latency.as_secs_f64());
+                m.block_number.set(block.number as f64);
+                m.block_timestamp.set(block.timestamp as f64);
                 if pv.up != Some(true) {
                     tracing::info!(chain, provider, block = block.number, "provider is up");
                 }
@@ -354,7 +342,7 @@ impl ChainProber {
                         "block number went backwards"
                     );
                 }
-                m.consecutive_failures.with_label_values(&labels).set(0.0);
+                m.consecutive_failures.set(0.0);
                 pv.up = Some(true);
                 pv.consecutive_failures = 0;
                 pv.last_error = None;
@@ -362,10 +350,8 @@ impl ChainProber {
                 pv.block = Some(block.clone());
             }
             Err(e) => {
-                m.up.with_label_values(&labels).set(0.0);
-                m.errors
-                    .with_label_values(&[chain, provider, e.reason.as_str()])
-                    .inc();
+                m.up.set(0.0);
+                m.errors(e.reason).inc();
                 let same = pv.up == Some(false)
                     && pv
                         .last_error
@@ -376,9 +362,7 @@ impl ChainProber {
                 }
                 pv.up = Some(false);
                 pv.consecutive_failures += 1;
-                m.consecutive_failures
-                    .with_label_values(&labels)
-                    .set(pv.consecutive_failures as f64);
+                m.consecutive_failures.set(pv.consecutive_failures as f64);
                 pv.last_error = Some(e.clone());
             }
         }
@@ -413,10 +397,7 @@ impl ChainProber {
                         at: Instant::now(),
                     });
                 }
-                self.metrics
-                    .chain_head
-                    .with_label_values(&[chain])
-                    .set(head.number as f64);
+                self.metrics.head.set(head.number as f64);
             }
         }
         let head = round_head.map(|h| h.number).or(view.head);
@@ -430,12 +411,12 @@ impl ChainProber {
             let pv = &mut view.providers[*i];
             pv.effective_head = Some(block.number);
             let provider = self.config.providers[*i].name.as_str();
-            let labels = [chain, provider];
+            let m = &self.metrics.providers[*i];
             // Negative when the timestamp is ahead of this host's clock: published as it is,
             // since a clamped 0 would make the provider look perfectly fresh for ever.
             let age = age(block);
             pv.age_seconds = Some(age);
-            self.metrics.block_age.with_label_values(&labels).set(age);
+            m.block_age.set(age);
             let skewed = age < -FUTURE_TOLERANCE_SECONDS;
             if skewed && !pv.clock_skewed {
                 tracing::warn!(
@@ -456,10 +437,7 @@ impl ChainProber {
             if let Some(head) = head {
                 let lag = head.saturating_sub(block.number);
                 pv.lag = Some(lag);
-                self.metrics
-                    .block_lag
-                    .with_label_values(&labels)
-                    .set(lag as f64);
+                m.block_lag.set(lag as f64);
             }
         }
     }
