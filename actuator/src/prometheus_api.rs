@@ -284,7 +284,7 @@ macro_rules! budgeted_visitor {
         impl<'de> Visitor<'de> for $name<'_> {
             type Value = $value;
 
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str($what)
             }
 

@@ -1,6 +1,9 @@
 //! The whole loop on real parts: three anvil nodes, the exporter, a real Prometheus scraping every
 //! second, a real HAProxy (roundrobin), and the actuator every second.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,9 @@
 //! PROPTEST_CASES=100000 cargo test --release -p ethrpc-actuator --test fuzz_parsers
 //! ```
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use actuator::haproxy::{parse_stat, HaproxyError};
 use actuator::prometheus_api::{decode, parse_value, PrometheusError, QueryResult, MAX_SAMPLES};
 use proptest::prelude::*;

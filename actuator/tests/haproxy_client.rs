@@ -1,5 +1,8 @@
 //! The runtime-API client against a real HAProxy 2.6.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use actuator::haproxy::{Haproxy, HaproxyError, WeightWrite, WriteOutcome};

@@ -2,6 +2,9 @@
 //! HAProxy lacks, or that no provider names, are reported and left alone; missing data holds
 //! every weight; a query Prometheus rejects fails the cycle and writes nothing.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use actuator::cycle::{Actuator, CycleError, Mode};

@@ -1,6 +1,9 @@
 //! The planning step without Prometheus or HAProxy: the join of providers and servers, static
 //! backends, fail open per backend, and memory carried between cycles.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 

@@ -9,6 +9,9 @@
 //! (likewise `samples_at_the_cap`, `one_huge_label` and `many_labels_per_sample`). Each asserts the query's peak stays
 //! far below the actuator's 64 MiB Kubernetes limit.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::time::Duration;
 

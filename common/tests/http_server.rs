@@ -2,6 +2,9 @@
 //! and never read the answers, and sockets that connect and say nothing, must neither lock out a
 //! scraper nor stay open.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

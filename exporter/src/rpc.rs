@@ -252,7 +252,6 @@ pub fn decode_block(bytes: &[u8], redactor: &Redactor) -> Result<Block, ProbeErr
     })
 }
 
-
 /// The result of a JSON-RPC response. The provider's words (its error message; serde's messages,
 /// which quote an unexpected string result) go through `redactor`.
 fn decode<T: DeserializeOwned>(

@@ -1,5 +1,8 @@
 //! The exporter against real anvil nodes: freshness, lag, stalls, kills, wrong chains.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! failure gets its reason, the exporter keeps going, `Retry-After` is honoured, the output is
 //! promtool-clean, and the API key in the URLs and headers never appears anywhere.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
