@@ -1,9 +1,9 @@
 //! From the signal queries to one [`Observation`] per provider. A provider whose `up` or last
 //! probe time is missing, or whose last probe is older than `max_data_age`, has no observation:
 //! the policy then holds its weight (fail static). Data from the future is clock skew, not
-//! freshness: a last probe ahead of Prometheus' clock (the exporter's clock runs ahead), or a
-//! block timestamped ahead of the exporter's (the provider's, or the exporter's clock behind).
-//! Such a provider has no observation either, and is reported.
+//! freshness, and is reported: a last probe ahead of Prometheus' clock (the exporter's clock runs
+//! ahead) leaves the provider without an observation; a block timestamped ahead of the
+//! exporter's (the provider's clock, or the exporter's behind) leaves it without a block age.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -109,12 +109,14 @@ pub async fn observe(
                 .push((key.clone(), Skew::LastProbe, -age));
             continue;
         }
-        let block_age = finite(&age, key);
+        // A block from the future says nothing of staleness, but the clock-free signals (down,
+        // wrong chain, lag, latency, errors) still judge the provider.
+        let mut block_age = finite(&age, key);
         if let Some(age) = block_age.filter(|age| *age < -BLOCK_SKEW_TOLERANCE_SECONDS) {
             observations
                 .clock_skewed
                 .push((key.clone(), Skew::BlockTimestamp, -age));
-            continue;
+            block_age = None;
         }
         let fresh = probe_age.is_some_and(|age| age <= max_data_age.as_secs_f64());
         if !fresh || !up_value.is_finite() {

@@ -43,6 +43,12 @@ pub struct Plan {
     pub memory: MemoryBook,
 }
 
+/// Whether HAProxy sends traffic to a server with this `show stat` status: `UP` (with or
+/// without a ` 1/2` transition suffix) or `no check`; not `DOWN`, `MAINT`, `DRAIN` or `NOLB`.
+fn haproxy_up(status: &str) -> bool {
+    status.starts_with("UP") || status == "no check"
+}
+
 /// Plans every chain's backend.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut memory = input.memory.clone();
@@ -83,9 +89,8 @@ fn plan_backend(
     let mut servers: Vec<ServerReport> = Vec::with_capacity(chain.providers.len());
     let mut inputs = Vec::new();
     for p in &chain.providers {
-        let current = stat
-            .and_then(|s| s.servers.get(p.server.as_str()))
-            .map(|s| s.weight);
+        let server = stat.and_then(|s| s.servers.get(p.server.as_str()));
+        let current = server.map(|s| s.weight);
         let observation = input
             .observations
             .get(&ProviderKey::new(chain.name.as_str(), p.name.as_str()))
@@ -94,6 +99,7 @@ fn plan_backend(
             inputs.push(ServerInput {
                 observation,
                 current_weight: current,
+                haproxy_up: server.is_some_and(|s| haproxy_up(&s.status)),
                 memory: memory.get(&key(p)).copied().unwrap_or_default(),
             });
         }

@@ -84,6 +84,9 @@ pub struct ServerInput {
     pub observation: Option<Observation>,
     /// HAProxy's weight now; `None` when not known.
     pub current_weight: Option<u32>,
+    /// HAProxy can send it traffic: its status is `UP` (or it has no check). A server HAProxy
+    /// holds DOWN, in maintenance or draining carries nothing, whatever its weight.
+    pub haproxy_up: bool,
     pub memory: Memory,
 }
 
@@ -191,19 +194,26 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
             d.verdict = Verdict::Healthy;
         }
     }
-    // 3. Fail open: no server would carry traffic, yet some have data.
-    let carries = |s: &ServerInput, d: &ServerDecision| match d.desired {
-        Some(w) => w > 0,
-        None => s.current_weight.is_some_and(|w| w > 0),
+    // 3. Fail open: some server is bad and none would carry traffic (HAProxy's own DOWN
+    //    counts: a healthy server HAProxy will not use keeps no one else in the pool).
+    let carries = |s: &ServerInput, d: &ServerDecision| {
+        s.haproxy_up
+            && match d.desired {
+                Some(w) => w > 0,
+                None => s.current_weight.is_some_and(|w| w > 0),
+            }
     };
-    let any_data = decisions.iter().any(|d| d.verdict != Verdict::NoData);
-    let fail_open = any_data && !servers.iter().zip(&decisions).any(|(s, d)| carries(s, d));
+    let any_bad = decisions.iter().any(|d| d.verdict.reason().is_some());
+    let fail_open = any_bad && !servers.iter().zip(&decisions).any(|(s, d)| carries(s, d));
     if fail_open {
-        for d in decisions.iter_mut() {
+        for (s, d) in servers.iter().zip(decisions.iter_mut()) {
             if let Some(reason) = d.verdict.reason() {
                 d.verdict = Verdict::FailOpen(reason);
                 d.desired = Some(policy.full_weight);
             }
+            // What hits every server at once (the exporter's own network, say) is not a
+            // relapse of any one of them: no escalation while failing open.
+            d.memory.ejection.count = d.memory.ejection.count.min(s.memory.ejection.count);
         }
     }
     BackendDecision {

@@ -127,6 +127,18 @@ impl Published {
 /// Per-server gauges, and a log line per weight written.
 fn servers(m: &ActuatorMetrics, b: &BackendReport, mode: Mode, unix_now: f64) {
     let backend = b.backend.as_str();
+    for s in b.servers.iter().filter(|s| !s.in_haproxy) {
+        // Gone from HAProxy (a reload, a rename): its series go too, so no alert stays on them.
+        let labels = [backend, s.server.as_str()];
+        for gauge in [&m.haproxy_weight, &m.weight, &m.ejections, &m.returns_at] {
+            let _ = gauge.remove_label_values(&labels);
+        }
+        for reason in EjectReason::ALL {
+            let _ = m
+                .ejected
+                .remove_label_values(&[backend, s.server.as_str(), reason.as_str()]);
+        }
+    }
     for s in b.servers.iter().filter(|s| s.in_haproxy) {
         let server = s.server.as_str();
         let labels = [backend, server];
@@ -135,7 +147,12 @@ fn servers(m: &ActuatorMetrics, b: &BackendReport, mode: Mode, unix_now: f64) {
                 .with_label_values(&labels)
                 .set(f64::from(w));
         }
-        if let Some(w) = s.target(b.full_weight) {
+        // A dry run writes nothing, so HAProxy keeps what it has.
+        let target = match mode {
+            Mode::Apply => s.target(b.full_weight),
+            Mode::DryRun => s.current,
+        };
+        if let Some(w) = target {
             m.weight.with_label_values(&labels).set(f64::from(w));
         }
         for reason in EjectReason::ALL {

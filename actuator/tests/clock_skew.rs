@@ -1,6 +1,8 @@
 //! Data from the future is clock skew, not freshness: a real Prometheus scrapes a stand-in
-//! exporter whose last probe is ahead of Prometheus' clock for one provider and whose head block
-//! is ahead of the exporter's clock for another; neither counts as fresh, both are reported.
+//! exporter whose last probe is ahead of Prometheus' clock for one provider (no observation: its
+//! weight is held) and whose head block is ahead of the exporter's clock for another (judged
+//! without a block age, so it can never look fresh, yet still on the clock-free gates); both are
+//! reported.
 
 use std::time::Duration;
 
@@ -35,7 +37,7 @@ fn exposition() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn data_from_the_future_is_reported_and_never_fresh() {
+async fn data_from_the_future_is_reported_and_never_taken_as_fresh() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap().to_string();
     let server = tokio::spawn(serve(
@@ -63,9 +65,14 @@ async fn data_from_the_future_is_reported_and_never_fresh() {
     )
     .await;
     assert!(observations.get(&ProviderKey::new("c", "ahead")).is_none());
-    assert!(observations
+    let future_block = observations
         .get(&ProviderKey::new("c", "future_block"))
-        .is_none());
+        .expect("the clock-free signals still count");
+    assert_eq!(
+        future_block.block_age, None,
+        "a block from the future is not fresh"
+    );
+    assert!(future_block.up);
     let mut skewed: Vec<(String, Skew)> = observations
         .clock_skewed
         .iter()

@@ -30,6 +30,7 @@ fn input(observation: Option<Observation>) -> ServerInput {
     ServerInput {
         observation,
         current_weight: Some(100),
+        haproxy_up: true,
         memory: Memory::default(),
     }
 }
@@ -226,6 +227,7 @@ fn run(p: &PolicyConfig, seconds: u32, bad: impl Fn(u32) -> bool) -> (Vec<u32>, 
         let s = ServerInput {
             observation: Some(o),
             current_weight: Some(weight),
+            haproxy_up: true,
             memory,
         };
         let d = decide(p, &[s, other], f64::from(t));
@@ -318,6 +320,7 @@ fn a_noisy_latency_near_a_bucket_edge_barely_moves_the_weight() {
                     ..healthy()
                 }),
                 current_weight: Some(weights[i]),
+                haproxy_up: true,
                 memory: memories[i],
             })
             .collect();
@@ -405,6 +408,33 @@ fn all_bad_fails_open_with_equal_weights() {
         Some(EjectReason::Down),
         "still remembered as bad"
     );
+}
+
+#[test]
+fn a_healthy_server_haproxy_holds_down_does_not_keep_the_backend_open() {
+    // p1 is healthy by its probes but DOWN in HAProxy (its health check fails); p2 lags. Taking
+    // p2 out would leave HAProxy nothing: fail open instead.
+    let p = policy();
+    let down_in_haproxy = ServerInput {
+        haproxy_up: false,
+        ..input(Some(healthy()))
+    };
+    let lagging = input(Some(Observation {
+        block_lag: Some(50.0),
+        ..healthy()
+    }));
+    let d = decide(&p, &[down_in_haproxy, lagging], 0.0);
+    assert!(d.fail_open);
+    assert_eq!(d.servers[1].desired, Some(100));
+    assert_eq!(
+        d.servers[1].memory.ejection.count, 0,
+        "no escalation while failing open"
+    );
+    // With p1 UP in HAProxy, p2 is simply ejected.
+    let d = decide(&p, &[input(Some(healthy())), lagging], 0.0);
+    assert!(!d.fail_open);
+    assert_eq!(d.servers[1].desired, Some(0));
+    assert_eq!(d.servers[1].memory.ejection.count, 1);
 }
 
 #[test]
@@ -529,6 +559,7 @@ fn server() -> impl Strategy<Value = ServerInput> {
             )| ServerInput {
                 observation,
                 current_weight,
+                haproxy_up: true,
                 memory: Memory {
                     ejected,
                     healthy_streak,
@@ -655,11 +686,11 @@ proptest! {
 
     #[test]
     fn the_ejection_count_grows_only_on_a_new_ejection(p in any_policy(), servers in prop::collection::vec(server(), 1..8), now in 0.0f64..120.0) {
-        let d = decide(&p, &servers, now);
-        for (s, d) in servers.iter().zip(&d.servers) {
+        let decision = decide(&p, &servers, now);
+        for (s, d) in servers.iter().zip(&decision.servers) {
             let (before, after) = (s.memory.ejection.count, d.memory.ejection.count);
             let newly = s.observation.is_some() && s.memory.ejected.is_none() && d.memory.ejected.is_some();
-            if newly {
+            if newly && !decision.fail_open {
                 prop_assert!(after >= 1 && after <= before + 1);
             } else {
                 prop_assert!(after <= before, "{before} -> {after}: {:?}", d);

@@ -180,8 +180,9 @@ impl SecretHeaders {
     }
 
     /// Every value, for removing from text a provider echoes back: each value whole, each of its
-    /// words (the token of `Bearer TOKEN`), and for `Basic` credentials the decoded `user:password`
-    /// and its two halves.
+    /// words but an authorization scheme (the token of `Bearer TOKEN`, not `Bearer`), and for
+    /// `Basic` credentials the decoded `user:password` and its two halves. Pieces shorter than
+    /// [`MIN_GUESSED_SECRET`] are left out: a header `2` must not shred every error text.
     pub fn secret_parts(&self) -> Vec<String> {
         let mut parts = Vec::new();
         for value in self.0.values() {
@@ -199,10 +200,14 @@ impl SecretHeaders {
                     }
                 }
             }
-            parts.extend(words.iter().map(|w| (*w).to_owned()));
+            let credentials = match words[..] {
+                [_scheme, _credential] => &words[1..],
+                _ => &words[..],
+            };
+            parts.extend(credentials.iter().map(|w| (*w).to_owned()));
             parts.push(value);
         }
-        parts.retain(|p| !p.is_empty());
+        parts.retain(|p| p.chars().count() >= MIN_GUESSED_SECRET);
         parts
     }
 }
@@ -305,5 +310,17 @@ mod tests {
         let headers = SecretHeaders::new(map);
         assert_eq!(headers.to_string(), r#"{ authorization = "<redacted>" }"#);
         assert!(!format!("{headers:?}").contains("KEY"));
+    }
+
+    #[test]
+    fn header_parts_skip_the_scheme_and_short_values() {
+        let mut map = HeaderMap::new();
+        map.insert("authorization", HeaderValue::from_static("Bearer TOKEN1"));
+        map.insert("x-shard", HeaderValue::from_static("2"));
+        let parts = SecretHeaders::new(map).secret_parts();
+        assert!(parts.contains(&"TOKEN1".to_owned()), "{parts:?}");
+        assert!(parts.contains(&"Bearer TOKEN1".to_owned()), "{parts:?}");
+        assert!(!parts.contains(&"Bearer".to_owned()), "{parts:?}");
+        assert!(!parts.contains(&"2".to_owned()), "{parts:?}");
     }
 }

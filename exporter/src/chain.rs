@@ -20,7 +20,7 @@ use tokio::time::MissedTickBehavior;
 use crate::confirm::{confirm, Confirmed};
 use crate::head::RecentHeads;
 use crate::metrics::{ChainMetrics, Metrics};
-use crate::plausible::{check_number, Reference, FUTURE_TOLERANCE_SECONDS};
+use crate::plausible::{check_number, Reference, FUTURE_TOLERANCE_SECONDS, REFERENCE_LIFETIME};
 use crate::provider_text::Redactor;
 use crate::reason::Reason;
 use crate::rpc::{Block, HttpClients, ProbeError, Rpc};
@@ -84,14 +84,6 @@ pub struct ChainView {
     reference: Option<Reference>,
 }
 
-/// One answering provider's effective head, as the head rule sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Answer {
-    pub number: u64,
-    /// Seconds from its block's timestamp to now; negative if the timestamp is ahead.
-    pub age: f64,
-}
-
 /// A round's chain head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
@@ -105,32 +97,20 @@ pub struct Head {
 /// that no provider is behind on the word of one other alone:
 /// - three or more: the second highest, so that a head is always vouched for by two providers
 ///   and one far ahead cannot make all the others look behind;
-/// - two: the higher if both are equal or the lower one's own age shows it behind
-///   ([`behind_by_age`]); otherwise the two disagree and nothing tells which one is wrong, so the
-///   head is the lower, under which neither lags, and it is not agreed;
+/// - two: their block if they agree; otherwise nothing tells which one is wrong (a provider can
+///   claim a higher block with a fresh timestamp as easily as an honest one shows it), so the
+///   head is the lower, under which neither lags, and it is not agreed: in a pool of two a stall
+///   is caught by its block age (`max_block_age`), not by the other provider's word;
 /// - one: its answer.
-pub fn chain_head(mut answers: Vec<Answer>, interval: Duration) -> Option<Head> {
-    answers.sort_unstable_by_key(|a| std::cmp::Reverse(a.number));
-    let (number, agreed) = match answers[..] {
+pub fn chain_head(mut numbers: Vec<u64>) -> Option<Head> {
+    numbers.sort_unstable_by(|a, b| b.cmp(a));
+    let (number, agreed) = match numbers[..] {
         [] => return None,
-        [only] => (only.number, true),
-        [high, low] if high.number == low.number || behind_by_age(low.age, high.age, interval) => {
-            (high.number, true)
-        }
-        [_, low] => (low.number, false),
-        [_, second, ..] => (second.number, true),
+        [only] => (only, true),
+        [high, low] => (low, high == low),
+        [_, second, ..] => (second, true),
     };
     Some(Head { number, agreed })
-}
-
-/// Whether a provider whose head is `age` seconds old is behind one whose head is `other_age`
-/// old: older than twice the other's age plus a probe `interval`. A provider that stopped is
-/// caught within about two block times (its age grows, the other's stays within one block time
-/// plus a probe interval), while two healthy providers a replica's block apart, probed at
-/// slightly different moments, are not. Ages below zero (timestamps ahead of this host's clock)
-/// count as zero, so that a provider cannot look fresher than fresh.
-pub fn behind_by_age(age: f64, other_age: f64, interval: Duration) -> bool {
-    age.max(0.0) > 2.0 * other_age.max(0.0) + interval.as_secs_f64()
 }
 
 /// Probes one chain's providers and publishes what it finds.
@@ -292,7 +272,12 @@ impl ChainProber {
         );
         // `probe_timeout` bounds each JSON-RPC call, so a chain-id check does not eat into the
         // head request's time and a slow provider is judged slow, not down.
-        let deadline = || tokio::time::Instant::now() + s.probe_timeout;
+        let deadline = || {
+            let now = tokio::time::Instant::now();
+            // A timeout too large to add is as good as none: a day still ends a hung call.
+            now.checked_add(s.probe_timeout)
+                .unwrap_or(now + Duration::from_secs(86_400))
+        };
         let check_due = !memory.chain_ok
             || memory
                 .chain_checked_at
@@ -380,18 +365,19 @@ impl ChainProber {
         view.rounds_done += 1;
         let answers = results.iter().filter_map(|(_, probed)| {
             let probed = probed.as_ref().filter(|p| p.answered)?;
-            let block = probed.head.as_ref()?;
-            Some(Answer {
-                number: block.number,
-                age: age(block),
-            })
+            Some(probed.head.as_ref()?.number)
         });
-        let round_head = chain_head(answers.collect(), self.settings.probe_interval);
+        let round_head = chain_head(answers.collect());
         if id > view.applied_round {
             view.applied_round = id;
             if let Some(head) = round_head {
                 view.head = Some(head.number);
-                if head.agreed {
+                // The reference moves only when the agreed head does (or it expired): a frozen
+                // majority must not keep renewing the time it is judged from.
+                let renew = view
+                    .reference
+                    .is_none_or(|r| head.number > r.number || r.at.elapsed() > REFERENCE_LIFETIME);
+                if head.agreed && renew {
                     view.reference = Some(Reference {
                         number: head.number,
                         at: Instant::now(),
@@ -447,53 +433,27 @@ impl ChainProber {
 mod tests {
     use super::*;
 
-    const INTERVAL: Duration = Duration::from_secs(2);
-
-    /// Answers of the given (number, age) pairs.
-    fn head(answers: &[(u64, f64)]) -> Option<(u64, bool)> {
-        let answers = answers
-            .iter()
-            .map(|&(number, age)| Answer { number, age })
-            .collect();
-        chain_head(answers, INTERVAL).map(|h| (h.number, h.agreed))
+    fn head(numbers: &[u64]) -> Option<(u64, bool)> {
+        chain_head(numbers.to_vec()).map(|h| (h.number, h.agreed))
     }
 
     #[test]
     fn one_answer_is_the_head() {
         assert_eq!(head(&[]), None);
-        assert_eq!(head(&[(7, 1.0)]), Some((7, true)));
+        assert_eq!(head(&[7]), Some((7, true)));
     }
 
     #[test]
-    fn of_two_the_higher_is_the_head_only_when_the_lower_is_old_enough_to_be_behind() {
-        assert_eq!(head(&[(9, 1.0), (9, 3.0)]), Some((9, true)), "equal");
-        assert_eq!(head(&[(7, 30.0), (9, 1.0)]), Some((9, true)), "stopped");
-        assert_eq!(
-            head(&[(9, 1.0), (59, 1.0)]),
-            Some((9, false)),
-            "one is wrong"
-        );
-        assert_eq!(head(&[(9, 1.0), (59, -600.0)]), Some((9, false)), "future");
-        assert_eq!(head(&[(8, 4.0), (9, 1.0)]), Some((8, false)), "4 <= 2 + 2");
-        assert_eq!(head(&[(8, 4.1), (9, 1.0)]), Some((9, true)));
+    fn of_two_that_disagree_the_lower_is_the_head_and_not_agreed() {
+        assert_eq!(head(&[9, 9]), Some((9, true)), "equal");
+        assert_eq!(head(&[9, 59]), Some((9, false)), "one is wrong, either one");
+        assert_eq!(head(&[7, 9]), Some((7, false)));
     }
 
     #[test]
     fn of_three_or_more_the_second_highest_is_the_head() {
-        let fresh = |numbers: &[u64]| numbers.iter().map(|&n| (n, 1.0)).collect::<Vec<_>>();
-        assert_eq!(head(&fresh(&[100, 1_000_000, 99])), Some((100, true)));
-        assert_eq!(head(&fresh(&[5, 5, 5])), Some((5, true)));
-        assert_eq!(head(&fresh(&[1, 2, 3, 4])), Some((3, true)));
-    }
-
-    #[test]
-    fn age_below_zero_counts_as_fresh_not_fresher() {
-        assert!(behind_by_age(30.0, 1.0, INTERVAL));
-        assert!(!behind_by_age(3.0, 1.0, INTERVAL));
-        assert!(
-            !behind_by_age(1.0, -100.0, INTERVAL),
-            "2 x -100 + 2 would call it behind"
-        );
-        assert!(!behind_by_age(-50.0, 0.0, INTERVAL));
+        assert_eq!(head(&[100, 1_000_000, 99]), Some((100, true)));
+        assert_eq!(head(&[5, 5, 5]), Some((5, true)));
+        assert_eq!(head(&[1, 2, 3, 4]), Some((3, true)));
     }
 }
