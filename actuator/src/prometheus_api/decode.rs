@@ -1,0 +1,348 @@
+//! Decoding an answer as it arrives, within the caps the parent module documents: the body is
+//! read through a guard that refuses long strings before they are buffered, and samples are
+//! charged to a budget as they are kept.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufReader, Read};
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::{
+    parse_value, PrometheusError, QueryResult, Sample, LABEL_OVERHEAD, MAX_LABEL_BYTES,
+    MAX_SAMPLES, MAX_STRING, SNIPPET,
+};
+
+/// Decodes an answer body (any HTTP status: errors carry the same envelope).
+pub fn decode(status: u16, body: &[u8]) -> Result<QueryResult, PrometheusError> {
+    decode_from(body).map_err(|e| e.unwrap_or_else(|| not_json(status, body)))
+}
+
+pub(super) fn not_json(status: u16, start: &[u8]) -> PrometheusError {
+    PrometheusError::NotJson {
+        status,
+        snippet: String::from_utf8_lossy(&start[..start.len().min(SNIPPET)])
+            .trim()
+            .to_owned(),
+    }
+}
+
+/// Decodes an answer as it is read; `Err(None)` when it is not a Prometheus envelope.
+pub(super) fn decode_from(body: impl Read) -> Result<QueryResult, Option<PrometheusError>> {
+    let budget = Budget::default();
+    let guard = StringGuard {
+        inner: body,
+        tripped: &budget.string_too_long,
+        in_string: false,
+        escaped: false,
+        run: 0,
+    };
+    let mut json = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 << 10, guard));
+    let envelope = EnvelopeSeed(&budget)
+        .deserialize(&mut json)
+        .and_then(|envelope| json.end().map(|()| envelope));
+    let envelope = match envelope {
+        Ok(envelope) => envelope,
+        Err(_) if budget.string_too_long.get() => return Err(Some(PrometheusError::StringTooLong)),
+        Err(_) => return Err(budget.failure.take()),
+    };
+    if envelope.status.as_deref() != Some("success") {
+        return match envelope.status {
+            None => Err(None),
+            Some(_) => Err(Some(PrometheusError::Api {
+                error_type: envelope.error_type.unwrap_or_else(|| "error".into()),
+                error: envelope.error.unwrap_or_default(),
+            })),
+        };
+    }
+    envelope
+        .data
+        .ok_or_else(|| Some(PrometheusError::Unexpected("success without data".into())))
+}
+
+/// Fails a read that would hand the JSON parser a string over [`MAX_STRING`] bytes, before the
+/// parser buffers it, and says so in `tripped` (the parser reports it as any read error).
+struct StringGuard<'t, R> {
+    inner: R,
+    tripped: &'t Cell<bool>,
+    in_string: bool,
+    escaped: bool,
+    run: usize,
+}
+
+impl<R: Read> Read for StringGuard<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &byte in &buf[..n] {
+            if !self.in_string {
+                self.in_string = byte == b'"';
+                self.run = 0;
+            } else if self.escaped {
+                self.escaped = false;
+            } else if byte == b'\\' {
+                self.escaped = true;
+            } else if byte == b'"' {
+                self.in_string = false;
+            }
+            self.run += 1;
+            if self.run > MAX_STRING {
+                self.tripped.set(true);
+                return Err(io::Error::other("string too long"));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The body's chunks as the client receives them, read by the parser on a blocking thread.
+pub(super) struct Chunks<B> {
+    pub(super) receiver: mpsc::Receiver<B>,
+    pub(super) current: Option<B>,
+    pub(super) offset: usize,
+}
+
+impl<B: AsRef<[u8]>> Read for Chunks<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(chunk) = &self.current {
+                let rest = &chunk.as_ref()[self.offset..];
+                if !rest.is_empty() {
+                    let n = rest.len().min(buf.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    self.offset += n;
+                    return Ok(n);
+                }
+            }
+            match self.receiver.blocking_recv() {
+                Some(chunk) => {
+                    self.current = Some(chunk);
+                    self.offset = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+/// What one answer may still keep, and why decoding stopped.
+struct Budget {
+    label_bytes_left: Cell<usize>,
+    string_too_long: Cell<bool>,
+    failure: RefCell<Option<PrometheusError>>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            label_bytes_left: Cell::new(MAX_LABEL_BYTES),
+            string_too_long: Cell::new(false),
+            failure: RefCell::new(None),
+        }
+    }
+}
+
+impl Budget {
+    /// Records why decoding stops (the first reason wins) and stops the parser.
+    fn fail<E: de::Error>(&self, error: PrometheusError) -> E {
+        let message = error.to_string();
+        self.failure.borrow_mut().get_or_insert(error);
+        E::custom(message)
+    }
+}
+
+#[derive(Default)]
+struct Envelope {
+    status: Option<String>,
+    data: Option<QueryResult>,
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum EnvelopeField {
+    Status,
+    Data,
+    ErrorType,
+    Error,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum DataField {
+    ResultType,
+    Result,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum SampleField {
+    Metric,
+    Value,
+    #[serde(other)]
+    Other,
+}
+
+/// A visitor that carries the answer's [`Budget`], and its `DeserializeSeed`: `$name -> $value`
+/// read with `$deserialize` (`deserialize_map` or `deserialize_seq`), expecting `$what`, by
+/// `$visit`.
+macro_rules! budgeted_visitor {
+    ($(#[$doc:meta])* $name:ident -> $value:ty, $deserialize:ident, $what:literal, $visit:item) => {
+        $(#[$doc])*
+        struct $name<'b>(&'b Budget);
+
+        impl<'de> DeserializeSeed<'de> for $name<'_> {
+            type Value = $value;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<$value, D::Error> {
+                d.$deserialize(self)
+            }
+        }
+
+        impl<'de> Visitor<'de> for $name<'_> {
+            type Value = $value;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($what)
+            }
+
+            $visit
+        }
+    };
+}
+
+budgeted_visitor!(
+    EnvelopeSeed -> Envelope, deserialize_map, "a Prometheus API envelope",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let mut envelope = Envelope::default();
+        while let Some(field) = map.next_key()? {
+            match field {
+                EnvelopeField::Status => envelope.status = Some(map.next_value()?),
+                EnvelopeField::ErrorType => envelope.error_type = Some(map.next_value()?),
+                EnvelopeField::Error => envelope.error = Some(map.next_value()?),
+                EnvelopeField::Data => envelope.data = Some(map.next_value_seed(DataSeed(self.0))?),
+                EnvelopeField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(envelope)
+    }
+);
+
+budgeted_visitor!(
+    DataSeed -> QueryResult, deserialize_map, "a query result",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<QueryResult, A::Error> {
+        let budget = self.0;
+        let bad = |what: String| budget.fail(PrometheusError::Unexpected(what));
+        let mut kind: Option<String> = None;
+        let mut result = None;
+        while let Some(field) = map.next_key()? {
+            match field {
+                DataField::ResultType => kind = Some(map.next_value()?),
+                DataField::Result => match kind.as_deref() {
+                    Some("vector") => {
+                        let samples = map
+                            .next_value_seed(VectorSeed(budget))
+                            .map_err(|e| bad(format!("vector result: {e}")))?;
+                        result = Some(QueryResult::Vector(samples));
+                    }
+                    Some("scalar") => {
+                        let (timestamp, value) = map
+                            .next_value_seed(ValueSeed(budget))
+                            .map_err(|e| bad(format!("scalar result: {e}")))?;
+                        result = Some(QueryResult::Scalar { timestamp, value });
+                    }
+                    Some(other) => {
+                        return Err(bad(format!(
+                            "a {other} result; write an instant vector query"
+                        )))
+                    }
+                    None => return Err(bad("`result` before `resultType`".into())),
+                },
+                DataField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        result.ok_or_else(|| bad("data without a result".into()))
+    }
+);
+
+budgeted_visitor!(
+    VectorSeed -> Vec<Sample>, deserialize_seq, "an array of samples",
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Sample>, A::Error> {
+        let mut samples = Vec::new();
+        while let Some(sample) = seq.next_element_seed(SampleSeed(self.0))? {
+            if samples.len() == MAX_SAMPLES {
+                return Err(self.0.fail(PrometheusError::TooManySamples));
+            }
+            samples.push(sample);
+        }
+        Ok(samples)
+    }
+);
+
+budgeted_visitor!(
+    SampleSeed -> Sample, deserialize_map, "a sample",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Sample, A::Error> {
+        let (mut labels, mut value) = (None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                SampleField::Metric => labels = Some(map.next_value_seed(LabelsSeed(self.0))?),
+                SampleField::Value => value = Some(map.next_value_seed(ValueSeed(self.0))?),
+                SampleField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let labels = labels.ok_or_else(|| de::Error::missing_field("metric"))?;
+        let (timestamp, value) = value.ok_or_else(|| de::Error::missing_field("value"))?;
+        Ok(Sample {
+            labels,
+            timestamp,
+            value,
+        })
+    }
+);
+
+budgeted_visitor!(
+    /// A sample's labels, charged to the answer's label budget as they are read.
+    LabelsSeed -> BTreeMap<String, String>, deserialize_map, "an object of string labels",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut labels = BTreeMap::new();
+        while let Some((name, value)) = map.next_entry::<String, String>()? {
+            let cost = name.len() + value.len() + LABEL_OVERHEAD;
+            let left = self.0.label_bytes_left.get();
+            if cost > left {
+                return Err(self.0.fail(PrometheusError::LabelsTooLarge));
+            }
+            self.0.label_bytes_left.set(left - cost);
+            labels.insert(name, value);
+        }
+        Ok(labels)
+    }
+);
+
+/// `[<time>, "<value>"]`, the value parsed by [`parse_value`].
+struct ValueSeed<'b>(&'b Budget);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = (f64, f64);
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(f64, f64), D::Error> {
+        let (timestamp, text) = <(f64, String)>::deserialize(d)?;
+        let value = parse_value(&text).ok_or_else(|| {
+            self.0.fail(PrometheusError::Unexpected(format!(
+                "sample value {text:?}"
+            )))
+        })?;
+        Ok((timestamp, value))
+    }
+}
