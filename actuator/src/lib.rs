@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use common::config::Config;
-use common::http_server::Reply;
+use common::http_server::{Reply, StatusCode};
 use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
 
@@ -73,18 +73,17 @@ pub async fn run(
 /// The actuator's HTTP endpoints.
 fn route(actuator: &Actuator, path: &str) -> Reply {
     match path {
-        "/metrics" => Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: actuator.metrics.render(),
-        },
-        "/healthz" => Reply::text(200, "ok\n"),
-        "/readyz" if actuator.ready() => Reply::text(200, "ready\n"),
-        "/readyz" => Reply::text(503, "no successful cycle yet\n"),
+        "/metrics" => Reply::metrics(actuator.metrics.render()),
+        "/healthz" => Reply::text(StatusCode::OK, "ok\n"),
+        "/readyz" if actuator.ready() => Reply::text(StatusCode::OK, "ready\n"),
+        "/readyz" => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no successful cycle yet\n"),
         "/" => match actuator.last_report() {
-            Some(report) => Reply::text(200, explain::render(&report)),
-            None => Reply::text(200, "no cycle has completed yet\n"),
+            Some(report) => Reply::text(StatusCode::OK, explain::render(&report)),
+            None => Reply::text(StatusCode::OK, "no cycle has completed yet\n"),
         },
-        _ => Reply::text(404, "not found; try /metrics, /healthz, /readyz or /\n"),
+        _ => Reply::text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /healthz, /readyz or /\n",
+        ),
     }
 }

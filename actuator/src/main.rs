@@ -42,7 +42,7 @@ struct Cli {
     #[arg(long, env = "ETHRPC_ONCE")]
     once: bool,
     /// `text` or `json`.
-    #[arg(long, env = "ETHRPC_LOG_FORMAT", default_value = "text", value_parser = LogFormat::from_str)]
+    #[arg(long, env = "ETHRPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,

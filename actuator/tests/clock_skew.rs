@@ -42,11 +42,7 @@ async fn data_from_the_future_is_reported_and_never_taken_as_fresh() {
     let target = listener.local_addr().unwrap().to_string();
     let server = tokio::spawn(serve(
         listener,
-        |_: &str| Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: exposition(),
-        },
+        |_: &str| Reply::metrics(exposition()),
         std::future::pending(),
     ));
     let prometheus = PrometheusProcess::start(&[("ethrpc-exporter", target)], &[]).await;

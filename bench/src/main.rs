@@ -46,21 +46,32 @@ struct Cli {
     /// window.
     #[arg(long)]
     short: bool,
-    /// Parts to run: noisy, failover, flap, exporter, actuator.
+    /// Parts to run.
     #[arg(
         long,
+        value_enum,
         value_delimiter = ',',
         default_value = "noisy,failover,flap,exporter,actuator"
     )]
-    parts: Vec<String>,
+    parts: Vec<Part>,
     /// Also write the report here (and the timelines next to it).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
+/// A part of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Noisy,
+    Failover,
+    Flap,
+    Exporter,
+    Actuator,
+}
+
 impl Cli {
-    fn wants(&self, part: &str) -> bool {
-        self.parts.iter().any(|p| p == part)
+    fn wants(&self, part: Part) -> bool {
+        self.parts.contains(&part)
     }
 }
 
@@ -127,7 +138,7 @@ async fn stack_parts(cli: &Cli, stamp: &str) -> anyhow::Result<Vec<(&'static str
     eprintln!("starting {} arm(s)…", arms.len());
     let mut stack = Stack::start(arms, cli.rate).await?;
     let mut parts = vec![("setup", format!("{stamp}{}", setup(cli)))];
-    if cli.short || cli.wants("noisy") {
+    if cli.short || cli.wants(Part::Noisy) {
         let length = if cli.short {
             Duration::from_secs(20)
         } else {
@@ -139,7 +150,7 @@ async fn stack_parts(cli: &Cli, stamp: &str) -> anyhow::Result<Vec<(&'static str
             format!("{stamp}{}", noisy::run(&stack, length).await),
         ));
     }
-    if cli.short || cli.wants("failover") {
+    if cli.short || cli.wants(Part::Failover) {
         let options = failover::Options {
             scenarios: if cli.short {
                 vec![Scenario::Stall]
@@ -157,7 +168,7 @@ async fn stack_parts(cli: &Cli, stamp: &str) -> anyhow::Result<Vec<(&'static str
         let text = failover::run(&mut stack, &options).await;
         parts.push(("failover", format!("{stamp}{text}")));
     }
-    if !cli.short && cli.wants("flap") {
+    if !cli.short && cli.wants(Part::Flap) {
         eprintln!("flap: {} s", cli.flap.as_secs());
         let text = flap::run(&mut stack, cli.flap, cli.out.as_deref()).await;
         parts.push(("flap", format!("{stamp}{text}")));
@@ -293,10 +304,14 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let stamp = format!("_Measured {date} with `{}`._\n\n", command.join(" "));
     let mut parts: Vec<(&str, String)> = Vec::new();
-    if cli.short || ["noisy", "failover", "flap"].iter().any(|p| cli.wants(p)) {
+    if cli.short
+        || [Part::Noisy, Part::Failover, Part::Flap]
+            .into_iter()
+            .any(|p| cli.wants(p))
+    {
         parts.extend(stack_parts(&cli, &stamp).await?);
     }
-    if !cli.short && (cli.wants("exporter") || cli.wants("actuator")) {
+    if !cli.short && (cli.wants(Part::Exporter) || cli.wants(Part::Actuator)) {
         let mut text = stamp.clone();
         costs(&mut text).await?;
         parts.push(("cost", text));

@@ -23,7 +23,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,20 +39,31 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request's headers may take to arrive in full.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+pub use hyper::StatusCode;
+
 /// What a route answers.
 pub struct Reply {
-    pub status: u16,
+    pub status: StatusCode,
     pub content_type: &'static str,
     pub body: String,
 }
 
 impl Reply {
-    /// A `200` with a plain-text body.
-    pub fn text(status: u16, body: impl Into<String>) -> Self {
+    /// A plain-text body.
+    pub fn text(status: StatusCode, body: impl Into<String>) -> Self {
         Self {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
+        }
+    }
+
+    /// A Prometheus text exposition, as both binaries serve on `/metrics`.
+    pub fn metrics(body: String) -> Self {
+        Self {
+            status: StatusCode::OK,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body,
         }
     }
 }
@@ -104,10 +115,10 @@ fn respond<B>(req: &Request<B>, route: &dyn Fn(&str) -> Reply) -> Response<Full<
     let reply = if req.method() == Method::GET || req.method() == Method::HEAD {
         route(req.uri().path())
     } else {
-        Reply::text(405, "only GET is served\n")
+        Reply::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n")
     };
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
-    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    *response.status_mut() = reply.status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(reply.content_type),

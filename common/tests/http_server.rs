@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::http_server::{serve, Reply, MAX_CONNECTIONS};
+use common::http_server::{serve, Reply, StatusCode, MAX_CONNECTIONS};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,9 +24,9 @@ async fn start() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let route = |path: &str| match path {
-        "/big" => Reply::text(200, "x".repeat(BIG)),
-        "/metrics" => Reply::text(200, "up 1\n"),
-        _ => Reply::text(404, "not found\n"),
+        "/big" => Reply::text(StatusCode::OK, "x".repeat(BIG)),
+        "/metrics" => Reply::text(StatusCode::OK, "up 1\n"),
+        _ => Reply::text(StatusCode::NOT_FOUND, "not found\n"),
     };
     tokio::spawn(serve(listener, route, async {
         let _ = stopped.await;

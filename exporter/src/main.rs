@@ -1,6 +1,5 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -18,7 +17,7 @@ struct Cli {
     #[arg(long, env = "ETHRPC_LISTEN")]
     listen: Option<SocketAddr>,
     /// `text` or `json`.
-    #[arg(long, env = "ETHRPC_LOG_FORMAT", default_value = "text", value_parser = LogFormat::from_str)]
+    #[arg(long, env = "ETHRPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,

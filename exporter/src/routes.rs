@@ -2,27 +2,29 @@
 
 use std::fmt::Write as _;
 
-use common::http_server::Reply;
+use common::http_server::{Reply, StatusCode};
 
 use crate::Exporter;
 
 /// Answers one GET.
 pub fn route(exporter: &Exporter, path: &str) -> Reply {
     match path {
-        "/metrics" => Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: exporter.metrics.render(),
-        },
-        "/healthz" => Reply::text(200, "ok\n"),
-        "/readyz" if exporter.ready() => Reply::text(200, "ready\n"),
-        "/readyz" => Reply::text(503, "waiting for the first probe round\n"),
+        "/metrics" => Reply::metrics(exporter.metrics.render()),
+        "/healthz" => Reply::text(StatusCode::OK, "ok\n"),
+        "/readyz" if exporter.ready() => Reply::text(StatusCode::OK, "ready\n"),
+        "/readyz" => Reply::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first probe round\n",
+        ),
         "/" => Reply {
-            status: 200,
+            status: StatusCode::OK,
             content_type: "text/html; charset=utf-8",
             body: status_page(exporter),
         },
-        _ => Reply::text(404, "not found; try /metrics, /healthz, /readyz or /\n"),
+        _ => Reply::text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /healthz, /readyz or /\n",
+        ),
     }
 }
 

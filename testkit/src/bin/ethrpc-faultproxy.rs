@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use common::http_server::{serve, Reply};
+use common::http_server::{serve, Reply, StatusCode};
 use testkit::fault_proxy::{Fault, FaultProxy, Noise, NoiseStats};
 
 /// The median latency `/noisy` sets.
@@ -108,15 +108,14 @@ async fn main() -> anyhow::Result<()> {
         match parse_route(path) {
         Some(Command::Fault(fault)) => {
             proxy.set_fault(fault);
-            Reply::text(200, format!("{fault:?}\n"))
+            Reply::text(StatusCode::OK, format!("{fault:?}\n"))
         }
         Some(Command::Noise(noise)) => {
             proxy.set_noise(noise.clone());
-            Reply::text(200, format!("{noise:?}\n"))
+            Reply::text(StatusCode::OK, format!("{noise:?}\n"))
         }
-        Some(Command::Stats) => Reply::text(200, stats_text(proxy.stats())),
-        None => Reply::text(
-            404,
+        Some(Command::Stats) => Reply::text(StatusCode::OK, stats_text(proxy.stats())),
+        None => Reply::text(StatusCode::NOT_FOUND,
             "use /pass, /delay/MILLISECONDS, /error, /refuse, /noisy, /noisy/MEDIAN_MS, /quiet or /stats\n",
         ),
     }
