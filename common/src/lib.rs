@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod envsubst;
 pub mod http_server;
+pub mod metric_names;
 pub mod metrics;
 pub mod process;
 pub mod secret;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use common::config::ChainConfig;
+use common::metric_names as names;
 use common::metrics::{Counter, Exposition, Gauge, Histogram, Kind, Labels};
 
 use crate::reason::Reason;
@@ -22,7 +23,7 @@ const REQUEST_DURATION_BUCKETS: [f64; 8] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.
 const BUILD_INFO: &str = "ethrpc_exporter_build_info";
 const CHAIN_HEAD: &str = "ethrpc_chain_head_block_number";
 const REQUEST_DURATION: &str = "ethrpc_request_duration_seconds";
-const ERRORS: &str = "ethrpc_probe_errors_total";
+const ERRORS: &str = names::PROBE_ERRORS;
 
 /// One provider's series (labels `chain`, `provider`).
 #[derive(Debug)]
@@ -84,19 +85,19 @@ type ProviderGauge = (&'static str, &'static str, fn(&ProviderMetrics) -> &Gauge
 type ProviderCounter = (&'static str, &'static str, fn(&ProviderMetrics) -> &Counter);
 
 const PROVIDER_GAUGES: [ProviderGauge; 9] = [
-    ("ethrpc_up", "1 if the last probe succeeded and the chain id matches, else 0. A probe fails only when a second attempt confirms the failure.", |p| &p.up),
-    ("ethrpc_chain_id_match", "1 if the provider's eth_chainId matches the config, 0 if not; absent until checked.", |p| &p.chain_id_match),
-    ("ethrpc_probe_duration_seconds", "Time from the start of the last successful head request to its winning answer.", |p| &p.probe_duration),
+    (names::UP, "1 if the last probe succeeded and the chain id matches, else 0. A probe fails only when a second attempt confirms the failure.", |p| &p.up),
+    (names::CHAIN_ID_MATCH, "1 if the provider's eth_chainId matches the config, 0 if not; absent until checked.", |p| &p.chain_id_match),
+    (names::PROBE_DURATION, "Time from the start of the last successful head request to its winning answer.", |p| &p.probe_duration),
     ("ethrpc_block_number", "Block number of the provider's last answer, as it came (it may jitter a block or two between the provider's replicas; lag and age use the effective head instead); absent until it answers.", |p| &p.block_number),
     ("ethrpc_block_timestamp_seconds", "Unix timestamp of the block of the provider's last answer, as it came.", |p| &p.block_timestamp),
-    ("ethrpc_block_age_seconds", "Time of the last probe round minus the timestamp of the provider's effective head: the highest block it answered within the exporter's head_window. Negative, as it is, when the timestamp is ahead of the exporter's clock (skew on one side; logged when over 15 s).", |p| &p.block_age),
-    ("ethrpc_block_lag", "Blocks the provider's effective head (the highest block it answered within the exporter's head_window) is behind the chain head (0 or more).", |p| &p.block_lag),
+    (names::BLOCK_AGE, "Time of the last probe round minus the timestamp of the provider's effective head: the highest block it answered within the exporter's head_window. Negative, as it is, when the timestamp is ahead of the exporter's clock (skew on one side; logged when over 15 s).", |p| &p.block_age),
+    (names::BLOCK_LAG, "Blocks the provider's effective head (the highest block it answered within the exporter's head_window) is behind the chain head (0 or more).", |p| &p.block_lag),
     ("ethrpc_probe_consecutive_failures", "Confirmed failed probes in a row; 0 after a success.", |p| &p.consecutive_failures),
-    ("ethrpc_last_probe_timestamp_seconds", "Unix time the last probe of this provider finished, successful or not.", |p| &p.last_probe),
+    (names::LAST_PROBE, "Unix time the last probe of this provider finished, successful or not.", |p| &p.last_probe),
 ];
 
 const PROVIDER_COUNTERS: [ProviderCounter; 2] = [
-    ("ethrpc_probes_total", "Probes made (chain id check, head block request and their retries count as one).", |p| &p.probes),
+    (names::PROBES, "Probes made (chain id check, head block request and their retries count as one).", |p| &p.probes),
     ("ethrpc_probe_retries_total", "Attempts that failed or hung and were retried or hedged within a probe: provider noise absorbed, or the first half of a confirmed failure.", |p| &p.retries),
 ];
 

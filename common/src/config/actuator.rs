@@ -11,6 +11,9 @@ use url::Url;
 
 use super::exporter::ExporterConfig;
 use super::{listen_address, require_nonzero, FieldError};
+use crate::metric_names::{
+    BLOCK_AGE, BLOCK_LAG, CHAIN_ID_MATCH, LAST_PROBE, PROBES, PROBE_DURATION, PROBE_ERRORS, UP,
+};
 use crate::secret::SecretUrl;
 
 /// `[actuator]`: where the actuator reads and writes, and how often.
@@ -53,17 +56,15 @@ impl Queries {
         let w = format!("{}ms", window.as_millis());
         let by = "by (chain, provider)";
         Self {
-            up: format!("min {by} (ethrpc_up)"),
-            chain_id_match: format!("min {by} (ethrpc_chain_id_match)"),
-            block_lag: format!("max {by} (ethrpc_block_lag)"),
-            block_age: format!("max {by} (ethrpc_block_age_seconds)"),
-            latency: format!(
-                "max {by} (quantile_over_time(0.5, ethrpc_probe_duration_seconds[{w}]))"
-            ),
+            up: format!("min {by} ({UP})"),
+            chain_id_match: format!("min {by} ({CHAIN_ID_MATCH})"),
+            block_lag: format!("max {by} ({BLOCK_LAG})"),
+            block_age: format!("max {by} ({BLOCK_AGE})"),
+            latency: format!("max {by} (quantile_over_time(0.5, {PROBE_DURATION}[{w}]))"),
             error_ratio: format!(
-                "sum {by} (increase(ethrpc_probe_errors_total[{w}])) / sum {by} (increase(ethrpc_probes_total[{w}]))"
+                "sum {by} (increase({PROBE_ERRORS}[{w}])) / sum {by} (increase({PROBES}[{w}]))"
             ),
-            last_probe: format!("max {by} (ethrpc_last_probe_timestamp_seconds)"),
+            last_probe: format!("max {by} ({LAST_PROBE})"),
         }
     }
 }
