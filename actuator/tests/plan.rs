@@ -4,6 +4,8 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -12,6 +14,7 @@ use actuator::observe::{Observations, ProviderKey};
 use actuator::plan::{plan, MemoryBook, Plan, PlanInput};
 use actuator::policy::{EjectReason, Observation, Verdict, WeightCommand};
 use common::config::{ChainConfig, Config};
+use support::healthy;
 
 /// Two chains: `a` (backend `ba`, providers p1 p2 p3) and `b` (backend `bb`, provider q1 on
 /// server `sq`).
@@ -25,17 +28,6 @@ fn chains() -> Vec<ChainConfig> {
     Config::parse(Path::new("t.toml"), text, |_| None)
         .unwrap()
         .chains
-}
-
-fn healthy() -> Observation {
-    Observation {
-        up: true,
-        chain_id_ok: Some(true),
-        block_lag: Some(0.0),
-        block_age: Some(1.0),
-        latency: Some(0.05),
-        error_ratio: Some(0.0),
-    }
 }
 
 fn down() -> Observation {

@@ -1,5 +1,7 @@
 //! The policy, rule by rule, and its invariants over random observations.
 
+mod support;
+
 use std::time::Duration;
 
 use actuator::ejection::EjectionMemory;
@@ -10,20 +12,10 @@ use actuator::policy::{
 };
 use common::config::{PolicyConfig, Weighting};
 use proptest::prelude::*;
+use support::healthy;
 
 fn policy() -> PolicyConfig {
     PolicyConfig::default()
-}
-
-fn healthy() -> Observation {
-    Observation {
-        up: true,
-        chain_id_ok: Some(true),
-        block_lag: Some(0.0),
-        block_age: Some(1.0),
-        latency: Some(0.05),
-        error_ratio: Some(0.0),
-    }
 }
 
 fn input(observation: Option<Observation>) -> ServerInput {
