@@ -138,7 +138,7 @@ impl Actuator {
         let planned = {
             let mut state = self.lock();
             state.published.clock_skew(&observations.clock_skewed);
-            let planned = plan(&PlanInput {
+            let mut planned = plan(&PlanInput {
                 chains: &self.config.chains,
                 observations: &observations,
                 haproxy: &haproxy,
@@ -146,7 +146,8 @@ impl Actuator {
                 static_backends: &state.static_backends,
                 now: self.epoch.elapsed().as_secs_f64(),
             });
-            state.memory = planned.memory.clone();
+            // The plan's memory is the next cycle's: moved, not copied.
+            state.memory = std::mem::take(&mut planned.memory);
             planned
         };
         let t = stage("policy", t);
