@@ -11,8 +11,8 @@ use common::config::Config;
 use thiserror::Error;
 
 use crate::haproxy::{Haproxy, HaproxyError, WeightWrite, WriteOutcome};
-use crate::metrics::ActuatorMetrics;
-use crate::observe::observe;
+use crate::metrics::{ActuatorMetrics, CycleResult, ErrorSource, Stage};
+use crate::observe::{observe, Freshness};
 use crate::plan::{plan, MemoryBook, PlanInput};
 use crate::policy::weight_to_write;
 use crate::prometheus_api::{PrometheusClient, PrometheusError};
@@ -57,6 +57,7 @@ pub struct Actuator {
     config: Config,
     prometheus: PrometheusClient,
     haproxy: Haproxy,
+    freshness: Freshness,
     pub metrics: ActuatorMetrics,
     state: Mutex<State>,
     epoch: Instant,
@@ -68,6 +69,7 @@ impl Actuator {
         Ok(Self {
             prometheus: PrometheusClient::new(a.prometheus_url.expose(), a.query_timeout)?,
             haproxy: Haproxy::new(a.haproxy.clone(), a.haproxy_timeout),
+            freshness: Freshness::new(&config),
             metrics: ActuatorMetrics::new(),
             state: Mutex::new(State::default()),
             epoch: Instant::now(),
@@ -96,14 +98,14 @@ impl Actuator {
         let m = &self.metrics;
         m.cycle_duration.observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
-            Ok(report) if report.all_written() => "ok",
-            Ok(_) | Err(CycleError::Haproxy(_)) => "haproxy_error",
-            Err(CycleError::Prometheus(_)) => "prometheus_error",
+            Ok(report) if report.all_written() => CycleResult::Ok,
+            Ok(_) | Err(CycleError::Haproxy(_)) => CycleResult::HaproxyError,
+            Err(CycleError::Prometheus(_)) => CycleResult::PrometheusError,
         };
-        m.cycles.with_label_values(&[outcome]).inc();
+        m.cycles(outcome).inc();
         match &result {
             Ok(report) => {
-                if outcome == "ok" {
+                if outcome == CycleResult::Ok {
                     m.last_success.set(unix_now());
                 }
                 let mut state = self.lock();
@@ -111,11 +113,11 @@ impl Actuator {
                 state.last_report = Some(report.clone());
             }
             Err(e) => {
-                let stage = match e {
-                    CycleError::Prometheus(_) => "prometheus",
-                    CycleError::Haproxy(_) => "haproxy",
+                let source = match e {
+                    CycleError::Prometheus(_) => ErrorSource::Prometheus,
+                    CycleError::Haproxy(_) => ErrorSource::Haproxy,
                 };
-                m.errors.with_label_values(&[stage]).inc();
+                m.errors(source).inc();
                 tracing::warn!(error = %e, "cycle failed; weights left as they are");
             }
         }
@@ -124,17 +126,16 @@ impl Actuator {
 
     async fn try_cycle(&self, mode: Mode, started: Instant) -> Result<CycleReport, CycleError> {
         let a = &self.config.actuator;
-        let stage = |name: &str, since: Instant| {
+        let stage = |stage: Stage, since: Instant| {
             self.metrics
-                .stage_duration
-                .with_label_values(&[name])
+                .stage_duration(stage)
                 .set(since.elapsed().as_secs_f64());
             Instant::now()
         };
-        let observations = observe(&self.prometheus, &a.queries, a.max_data_age).await?;
-        let t = stage("prometheus", started);
+        let observations = observe(&self.prometheus, &a.queries, &self.freshness).await?;
+        let t = stage(Stage::Prometheus, started);
         let haproxy = self.haproxy.show_stat().await?;
-        let t = stage("haproxy_read", t);
+        let t = stage(Stage::HaproxyRead, t);
         let planned = {
             let mut state = self.lock();
             state.published.clock_skew(&observations.clock_skewed);
@@ -145,17 +146,18 @@ impl Actuator {
                 memory: &state.memory,
                 static_backends: &state.static_backends,
                 now: self.epoch.elapsed().as_secs_f64(),
+                signal_window: a.signal_window.as_secs_f64(),
             });
             // The plan's memory is the next cycle's: moved, not copied.
             state.memory = std::mem::take(&mut planned.memory);
             planned
         };
-        let t = stage("policy", t);
+        let t = stage(Stage::Policy, t);
         let mut report = planned.report;
         if mode == Mode::Apply && !planned.writes.is_empty() {
             self.apply(&mut report, planned.writes).await?;
         }
-        stage("haproxy_write", t);
+        stage(Stage::HaproxyWrite, t);
         self.lock()
             .published
             .publish(&self.metrics, &report, mode, unix_now());

@@ -14,6 +14,7 @@ fn verdict_text(v: Verdict) -> String {
         Verdict::Readmitting { streak, .. } => format!("readmitting ({streak} ok)"),
         Verdict::FailOpen(_) => "fail open".into(),
         Verdict::NoData => "no data: hold".into(),
+        Verdict::Standby => "standby".into(),
     }
 }
 
@@ -27,9 +28,20 @@ fn row(s: &ServerReport) -> Vec<String> {
             .desired
             .map_or("(hold)".to_owned(), |d| format!("{d} (as is)")),
     };
+    let clients = s.clients.map(|c| {
+        let mut text = format!("{:.1}/s", c.rate());
+        if let Some(r) = c.failed_ratio().filter(|r| *r > 0.0) {
+            let _ = write!(text, " {:.0}% failed", r * 100.0);
+        }
+        if let Some(r) = c.rate_limited_ratio().filter(|r| *r > 0.0) {
+            let _ = write!(text, " {:.0}% 429", r * 100.0);
+        }
+        text
+    });
     vec![
         s.server.clone(),
         s.provider.clone(),
+        s.tier.to_string(),
         o.map_or("-".into(), |o| if o.up { "1".into() } else { "0".into() }),
         num(o.and_then(|o| o.block_lag), &|v| format!("{v:.0}")),
         num(o.and_then(|o| o.block_age), &|v| format!("{v:.1}s")),
@@ -38,6 +50,8 @@ fn row(s: &ServerReport) -> Vec<String> {
         }),
         num(s.weighed_latency, &|v| format!("{:.0}ms", v * 1000.0)),
         num(o.and_then(|o| o.error_ratio), &|v| format!("{v:.2}")),
+        clients.unwrap_or_else(|| "-".into()),
+        num(s.limit, &|v| format!("{v:.1}/s")),
         if s.in_haproxy {
             verdict_text(s.verdict)
         } else {
@@ -51,17 +65,50 @@ fn row(s: &ServerReport) -> Vec<String> {
     ]
 }
 
+/// Which tiers serve and why, with the demand and what the tiers in use can carry.
+fn tiers_text(b: &crate::report::BackendReport) -> String {
+    let demand = b
+        .demand
+        .map_or("not measured yet".to_owned(), |d| format!("{d:.1} req/s"));
+    let capacity = b
+        .capacity
+        .map_or("unlimited".to_owned(), |c| format!("{c:.1} req/s"));
+    let top = b.servers.iter().map(|s| s.tier).max();
+    let serving = match b.tier {
+        None => "no server is available: every tier stays as the policy left it".to_owned(),
+        Some(t) if t.get() == 1 => "tier 1 serves".to_owned(),
+        Some(t) => format!(
+            "tiers up to {t} serve: the lower tiers lack healthy servers or capacity for the demand"
+        ),
+    };
+    let standing_by = if b.tier.is_some() && top > b.tier {
+        "; higher tiers stand by"
+    } else {
+        ""
+    };
+    let why = format!("{serving}{standing_by}");
+    let overload = if b.overloaded {
+        "; OVERLOADED: demand above every plan limit in use, shared by limit"
+    } else {
+        ""
+    };
+    format!("{why} (demand {demand}, capacity {capacity}{overload})")
+}
+
 /// Renders `report` as aligned text tables.
 pub fn render(report: &CycleReport) -> String {
     let header: Vec<String> = [
         "server",
         "provider",
+        "tier",
         "up",
         "lag",
         "age",
         "latency",
         "smoothed",
         "errors",
+        "clients",
+        "limit",
         "verdict",
         "reason",
         "ejections",
@@ -96,6 +143,7 @@ pub fn render(report: &CycleReport) -> String {
                 "  HOLDING {held} server(s): no fresh data from Prometheus, their weights are left as they are"
             );
         }
+        let _ = writeln!(out, "  {}", tiers_text(b));
         if b.fail_open {
             let _ = writeln!(
                 out,
@@ -118,6 +166,12 @@ pub fn render(report: &CycleReport) -> String {
         }
         for server in &b.not_configured {
             let _ = writeln!(out, "  {server}: in HAProxy but not configured; left alone");
+        }
+        for server in &b.backups {
+            let _ = writeln!(
+                out,
+                "  {server}: HAProxy backup server, its last resort when no active server is usable; left alone"
+            );
         }
         out.push('\n');
     }

@@ -9,6 +9,7 @@ use common::config::HaproxyAddress;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::client_signal::ClientCounters;
 use crate::policy::WeightCommand;
 
 /// Largest reply read (`show stat` for thousands of servers is a few MiB).
@@ -46,8 +47,11 @@ pub struct ServerStat {
     pub weight: u32,
     /// `UP`, `DOWN`, `MAINT`, `no check`, …
     pub status: String,
-    /// Times the load balancer chose this server (`lbtot`): traffic share over time.
-    pub selected_total: u64,
+    /// What its client requests came to; `None` when a column is missing or does not parse
+    /// (then there is no passive signal for it, never a zero).
+    pub counters: Option<ClientCounters>,
+    /// A `backup` server (`bck` 1): HAProxy's last resort when no active server is usable.
+    pub backup: bool,
 }
 
 /// A backend as `show stat` reports it.
@@ -237,7 +241,11 @@ pub fn parse_stat(reply: &str) -> Result<BTreeMap<String, BackendStat>, HaproxyE
     };
     let weight = col("uweight").or(col("weight")).ok_or_else(not_stat)?;
     let algo = col("algo");
-    let lbtot = col("lbtot");
+    let bck = col("bck");
+    let counter_columns = [
+        "lbtot", "hrsp_5xx", "eresp", "econ", "hrsp_4xx", "wretr", "wredis",
+    ]
+    .map(col);
     let mut backends: BTreeMap<String, BackendStat> = BTreeMap::new();
     for row in records.flatten() {
         let (Some(backend), Some(server)) = (row.get(px), row.get(sv)) else {
@@ -256,10 +264,22 @@ pub fn parse_stat(reply: &str) -> Result<BTreeMap<String, BackendStat>, HaproxyE
                 ) else {
                     continue;
                 };
-                let selected_total = lbtot
-                    .and_then(|i| row.get(i))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                let value = |i: Option<usize>| row.get(i?)?.parse::<u64>().ok();
+                let backup = value(bck) == Some(1);
+                let counters = match counter_columns.map(value) {
+                    [Some(selected), Some(server_errors), Some(response_errors), Some(connection_errors), Some(rejected), Some(retried), Some(redispatched)] => {
+                        Some(ClientCounters {
+                            selected,
+                            server_errors,
+                            response_errors,
+                            connection_errors,
+                            rejected,
+                            retried,
+                            redispatched,
+                        })
+                    }
+                    _ => None,
+                };
                 backends
                     .entry(backend.to_owned())
                     .or_default()
@@ -269,7 +289,8 @@ pub fn parse_stat(reply: &str) -> Result<BTreeMap<String, BackendStat>, HaproxyE
                         ServerStat {
                             weight,
                             status: status.to_owned(),
-                            selected_total,
+                            counters,
+                            backup,
                         },
                     );
             }
@@ -285,8 +306,9 @@ mod tests {
 
     #[test]
     fn stat_is_read_by_header_name() {
-        let reply = "# pxname,svname,status,weight,uweight,algo,lbtot\n\
-                     rr,a,UP,50,50,,7\n\
+        let reply =
+            "# pxname,svname,status,weight,uweight,algo,lbtot,hrsp_5xx,eresp,econ,hrsp_4xx,wretr,wredis\n\
+                     rr,a,UP,50,50,,7,1,2,3,4,5,6\n\
                      rr,b,DOWN 1/2,70,70,\n\
                      rr,BACKEND,UP,120,120,roundrobin\n\
                      st,c,no check,100,100,\n\
@@ -298,10 +320,23 @@ mod tests {
             ServerStat {
                 weight: 50,
                 status: "UP".into(),
-                selected_total: 7
+                counters: Some(ClientCounters {
+                    selected: 7,
+                    server_errors: 1,
+                    response_errors: 2,
+                    connection_errors: 3,
+                    rejected: 4,
+                    retried: 5,
+                    redispatched: 6,
+                }),
+                backup: false,
             }
         );
         assert_eq!(stat["rr"].servers["b"].status, "DOWN 1/2");
+        assert_eq!(
+            stat["rr"].servers["b"].counters, None,
+            "missing counters are no signal, not zeros"
+        );
         assert_eq!(stat["st"].servers["c"].weight, 100);
         for not_stat in [
             "Permission denied\n\n",
@@ -324,10 +359,7 @@ mod tests {
                      rr,BACKEND,UP,,100,100,8,roundrobin\n\n";
         let stat = parse_stat(reply).unwrap();
         let a = &stat["rr"].servers["a"];
-        assert_eq!(
-            (a.weight, a.status.as_str(), a.selected_total),
-            (40, "DOWN", 3)
-        );
+        assert_eq!((a.weight, a.status.as_str()), (40, "DOWN"));
         assert_eq!(stat["rr"].servers["b"].weight, 60);
         assert_eq!(stat["rr"].algorithm, "roundrobin");
     }
@@ -344,7 +376,7 @@ mod tests {
         let stat = parse_stat(reply).unwrap();
         let names: Vec<&str> = stat["rr"].servers.keys().map(String::as_str).collect();
         assert_eq!(names, ["ok"]);
-        assert_eq!(stat["rr"].servers["ok"].selected_total, 0, "lbtot absent");
+        assert_eq!(stat["rr"].servers["ok"].counters, None, "lbtot absent");
     }
 
     #[test]

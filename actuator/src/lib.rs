@@ -1,6 +1,9 @@
 //! `ethrpc-actuator`: reads provider health from Prometheus, decides a weight per HAProxy server
 //! and writes it through HAProxy's runtime API.
 
+pub mod backtest;
+pub mod capacity;
+pub mod client_signal;
 pub mod cycle;
 pub mod ejection;
 pub mod explain;

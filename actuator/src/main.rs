@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
+use actuator::backtest::{self, Override};
 use actuator::cycle::{Actuator, Mode};
 use actuator::RunOptions;
 use anyhow::Context;
@@ -53,6 +54,38 @@ enum Command {
     /// One dry-run cycle, printed as a table per backend: observations, verdict, reason, weight
     /// now in HAProxy and the weight it would set.
     Explain,
+    /// What the policy would have done over a stretch of Prometheus history: ejections, weight
+    /// writes, time at 0, fail open and each server's share of the traffic. Never touches HAProxy.
+    Backtest(BacktestArgs),
+}
+
+#[derive(clap::Args)]
+struct BacktestArgs {
+    /// Start: RFC 3339 (2025-05-01T12:00:00Z), Unix seconds, `now` or relative (-24h, now-90m).
+    #[arg(long, value_parser = time_arg, allow_hyphen_values = true)]
+    from: f64,
+    /// End, written like --from.
+    #[arg(long, default_value = "now", value_parser = time_arg, allow_hyphen_values = true)]
+    to: f64,
+    /// Evaluation step [default: `[actuator] interval`, which replays the live loop's cycles].
+    #[arg(long, value_parser = humantime_parse)]
+    step: Option<Duration>,
+    /// Sets a `[policy]` key for the run, in every chain; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<Override>,
+    /// Also replays a second policy (these keys on top of --set) on the same data.
+    #[arg(long, value_name = "KEY=VALUE", num_args = 1..)]
+    compare: Vec<Override>,
+    /// Also draws the timeline into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Prints the full result as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn time_arg(s: &str) -> Result<f64, String> {
+    backtest::parse_time(s, std::time::SystemTime::now())
 }
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
@@ -74,11 +107,18 @@ async fn main() -> anyhow::Result<ExitCode> {
     if let Some(interval) = cli.interval.filter(|d| !d.is_zero()) {
         a.interval = interval;
     }
-    if let Some(Command::Explain) = cli.command {
-        let actuator = Actuator::new(config)?;
-        let report = actuator.cycle(Mode::DryRun).await?;
-        print!("{}", actuator::explain::render(&report));
-        return Ok(ExitCode::SUCCESS);
+    match cli.command {
+        Some(Command::Explain) => {
+            let actuator = Actuator::new(config)?;
+            let report = actuator.cycle(Mode::DryRun).await?;
+            print!("{}", actuator::explain::render(&report));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Backtest(args)) => {
+            run_backtest(&config, args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
     let address = cli.listen.unwrap_or(a.listen);
     let listener = tokio::net::TcpListener::bind(address)
@@ -98,4 +138,30 @@ async fn main() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn run_backtest(config: &Config, args: BacktestArgs) -> anyhow::Result<()> {
+    let request = backtest::Request {
+        from: args.from,
+        to: args.to,
+        step: args.step.unwrap_or(config.actuator.interval),
+        set: args.set,
+        compare: args.compare,
+    };
+    let result = backtest::run(config, &request, |p| {
+        if p.chunks > 1 {
+            eprintln!("backtest: chunk {} of {}", p.chunk, p.chunks);
+        }
+    })
+    .await?;
+    if let Some(path) = &args.svg {
+        std::fs::write(path, backtest::render_svg(&result))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", backtest::render_text(&result));
+    }
+    Ok(())
 }

@@ -1,106 +1,457 @@
-//! The actuator's own Prometheus metrics.
+//! The actuator's own Prometheus metrics, as typed live values (the exporter's way, see
+//! `common::metrics`): label sets are enums or a server's names, never slices kept in order by
+//! hand, and `/metrics` is written straight from the values.
 
-use common::metrics::{counter_vec, gauge_vec};
-use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Registry};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use common::metrics::{Counter, Exposition, Gauge, Histogram, Kind, Labels};
+
+use crate::policy::EjectReason;
+
+/// Upper bounds of `ethrpc_actuator_cycle_duration_seconds`, in seconds: a cycle is a few
+/// milliseconds of planning around two round trips, and the query timeout bounds it.
+const CYCLE_DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// Declares a fixed label set: an enum, its `ALL` and its label values.
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $($variant,)* }
+
+        impl $name {
+            pub const ALL: [$name; [$($text),*].len()] = [$($name::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// `ethrpc_actuator_cycles_total{result}`.
+    CycleResult {
+        Ok => "ok",
+        PrometheusError => "prometheus_error",
+        HaproxyError => "haproxy_error",
+    }
+}
+
+label_enum! {
+    /// `ethrpc_actuator_errors_total{stage}`: what failed.
+    ErrorSource {
+        Prometheus => "prometheus",
+        Haproxy => "haproxy",
+    }
+}
+
+label_enum! {
+    /// `ethrpc_actuator_stage_duration_seconds{stage}`: the steps of a cycle.
+    Stage {
+        Prometheus => "prometheus",
+        HaproxyRead => "haproxy_read",
+        Policy => "policy",
+        HaproxyWrite => "haproxy_write",
+    }
+}
+
+label_enum! {
+    /// `ethrpc_actuator_server_mismatch{kind}`: how HAProxy and the config disagree.
+    Mismatch {
+        MissingInHaproxy => "missing_in_haproxy",
+        NotConfigured => "not_configured",
+    }
+}
+
+/// One HAProxy server's series (labels `backend`, `server`).
+#[derive(Debug)]
+pub struct ServerSeries {
+    labels: Labels,
+    pub weight: Gauge,
+    pub haproxy_weight: Gauge,
+    /// Indexed by the position in [`EjectReason::ALL`].
+    ejected: [Gauge; EjectReason::ALL.len()],
+    pub recent_ejections: Gauge,
+    pub returns_at: Gauge,
+    pub weight_writes: Counter,
+    pub standby: Gauge,
+    pub client_rate: Gauge,
+    pub client_error_ratio: Gauge,
+    pub client_rate_limited_ratio: Gauge,
+    pub limit: Gauge,
+}
+
+impl ServerSeries {
+    fn new(backend: &str, server: &str) -> Self {
+        Self {
+            labels: Labels::new(&[("backend", backend), ("server", server)]),
+            weight: Gauge::absent(),
+            haproxy_weight: Gauge::absent(),
+            ejected: Default::default(),
+            recent_ejections: Gauge::absent(),
+            returns_at: Gauge::absent(),
+            weight_writes: Counter::default(),
+            standby: Gauge::absent(),
+            client_rate: Gauge::absent(),
+            client_error_ratio: Gauge::absent(),
+            client_rate_limited_ratio: Gauge::absent(),
+            limit: Gauge::absent(),
+        }
+    }
+
+    pub fn ejected(&self, reason: EjectReason) -> &Gauge {
+        let index = EjectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or_default();
+        &self.ejected[index]
+    }
+
+    /// Takes its gauges out of the exposition (the server is gone from HAProxy), so that no
+    /// alert stays on them; the write counter stays, as counters do.
+    pub fn clear(&self) {
+        for gauge in [
+            &self.weight,
+            &self.haproxy_weight,
+            &self.recent_ejections,
+            &self.returns_at,
+            &self.standby,
+            &self.client_rate,
+            &self.client_error_ratio,
+            &self.client_rate_limited_ratio,
+            &self.limit,
+        ]
+        .into_iter()
+        .chain(&self.ejected)
+        {
+            gauge.clear();
+        }
+    }
+}
+
+/// One backend's series (label `backend`).
+#[derive(Debug)]
+pub struct BackendSeries {
+    labels: Labels,
+    pub fail_open: Gauge,
+    pub servers_without_data: Gauge,
+    pub tier_in_use: Gauge,
+    pub demand: Gauge,
+    pub capacity: Gauge,
+    pub overloaded: Gauge,
+}
+
+/// (backend, server, kind) of a mismatch.
+type MismatchKey = (String, String, Mismatch);
 
 /// Every series the actuator publishes.
+#[derive(Debug)]
 pub struct ActuatorMetrics {
-    registry: Registry,
-    pub weight: GaugeVec,
-    pub haproxy_weight: GaugeVec,
-    pub ejected: GaugeVec,
-    pub fail_open: GaugeVec,
-    pub cycles: IntCounterVec,
-    pub errors: IntCounterVec,
-    pub weight_writes: IntCounterVec,
+    build_info: (Labels, Gauge),
+    cycles: [(Labels, Counter); CycleResult::ALL.len()],
+    errors: [(Labels, Counter); ErrorSource::ALL.len()],
+    stage_durations: [(Labels, Gauge); Stage::ALL.len()],
     pub cycle_duration: Histogram,
-    pub stage_duration: GaugeVec,
     pub last_success: Gauge,
-    pub server_mismatch: GaugeVec,
-    pub ejections: GaugeVec,
-    pub returns_at: GaugeVec,
-    pub servers_without_data: GaugeVec,
+    servers: Mutex<BTreeMap<(String, String), Arc<ServerSeries>>>,
+    backends: Mutex<BTreeMap<String, Arc<BackendSeries>>>,
+    /// By (backend, server, kind); set to 0, not removed, when resolved.
+    mismatches: Mutex<BTreeMap<MismatchKey, (Labels, Gauge)>>,
+}
+
+fn labelled<const N: usize, T: Default>(name: &str, values: [&'static str; N]) -> [(Labels, T); N] {
+    values.map(|value| (Labels::new(&[(name, value)]), T::default()))
+}
+
+/// A gauge family and its series.
+fn gauge_family(
+    out: &mut Exposition,
+    name: &'static str,
+    help: &'static str,
+    series: &[(&Labels, &Gauge)],
+) {
+    out.family(name, Kind::Gauge, help);
+    for (labels, gauge) in series {
+        out.gauge(name, labels, gauge);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ActuatorMetrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let gauge =
-            |name: &str, help: &str, labels: &[&str]| gauge_vec(&registry, name, help, labels);
-        let counter =
-            |name: &str, help: &str, labels: &[&str]| counter_vec(&registry, name, help, labels);
-        let cycle_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "ethrpc_actuator_cycle_duration_seconds",
-                "Duration of whole cycles (query, decide, read and write HAProxy).",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(cycle_duration.clone()))
-            .expect("unique metric");
-        let last_success = Gauge::new(
-            "ethrpc_actuator_last_success_timestamp_seconds",
-            "Unix time of the last cycle that read Prometheus and HAProxy and applied its decisions.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_success.clone()))
-            .expect("unique metric");
-        gauge(
-            "ethrpc_actuator_build_info",
-            "Always 1; the version label says which actuator runs.",
-            &["version"],
-        )
-        .with_label_values(&[env!("CARGO_PKG_VERSION")])
-        .set(1.0);
-        let bs = &["backend", "server"];
-        let cycles = counter(
-            "ethrpc_actuator_cycles_total",
-            "Cycles by result: ok, prometheus_error, haproxy_error.",
-            &["result"],
-        );
-        let errors = counter(
-            "ethrpc_actuator_errors_total",
-            "Errors by stage: prometheus, haproxy.",
-            &["stage"],
-        );
-        for result in ["ok", "prometheus_error", "haproxy_error"] {
-            cycles.with_label_values(&[result]);
-        }
-        for stage in ["prometheus", "haproxy"] {
-            errors.with_label_values(&[stage]);
-        }
         Self {
-            weight: gauge("ethrpc_actuator_weight", "Weight HAProxy should have after the last cycle: what was written, else what it had (a change inside the deadband or missing data writes nothing).", bs),
-            haproxy_weight: gauge("ethrpc_actuator_haproxy_weight", "Weight HAProxy reported for the server at the start of the last cycle.", bs),
-            ejected: gauge("ethrpc_actuator_ejected", "1 if the policy judges the server bad for this reason (ejected, readmitting or failed open), else 0.", &["backend", "server", "reason"]),
-            fail_open: gauge("ethrpc_actuator_fail_open", "1 while every server of the backend is bad and all share the traffic.", &["backend"]),
-            cycles,
-            errors,
-            weight_writes: counter("ethrpc_actuator_weight_writes_total", "Weights written to HAProxy.", bs),
-            cycle_duration,
-            stage_duration: gauge("ethrpc_actuator_stage_duration_seconds", "Duration of each stage of the last cycle: prometheus, policy, haproxy_read, haproxy_write.", &["stage"]),
-            last_success,
-            server_mismatch: gauge("ethrpc_actuator_server_mismatch", "1 for a configured provider whose server HAProxy lacks (kind missing_in_haproxy) or an HAProxy server no provider names (kind not_configured); left alone.", &["backend", "server", "kind"]),
-            ejections: gauge("ethrpc_actuator_recent_ejections", "The server's recent ejection count: an ejected server must stay healthy for base_ejection times this (at most max_ejection) before it returns; decays while it stays in the pool.", bs),
-            returns_at: gauge("ethrpc_actuator_earliest_return_timestamp_seconds", "Unix time an ejected server may return at the earliest (it also needs readmit_after healthy cycles); absent while it is in the pool.", bs),
-            servers_without_data: gauge("ethrpc_actuator_servers_without_data", "Servers of the backend whose weight is held because Prometheus has no fresh data for their provider (missing, stale or clock-skewed).", &["backend"]),
-            registry,
+            build_info: (
+                Labels::new(&[("version", env!("CARGO_PKG_VERSION"))]),
+                Gauge::new(1.0),
+            ),
+            cycles: labelled("result", CycleResult::ALL.map(CycleResult::as_str)),
+            errors: labelled("stage", ErrorSource::ALL.map(ErrorSource::as_str)),
+            stage_durations: labelled("stage", Stage::ALL.map(Stage::as_str)),
+            cycle_duration: Histogram::new(&CYCLE_DURATION_BUCKETS),
+            last_success: Gauge::absent(),
+            servers: Mutex::default(),
+            backends: Mutex::default(),
+            mismatches: Mutex::default(),
         }
     }
 
-    /// The Prometheus text exposition.
+    pub fn cycles(&self, result: CycleResult) -> &Counter {
+        &self.cycles[result as usize].1
+    }
+
+    pub fn errors(&self, source: ErrorSource) -> &Counter {
+        &self.errors[source as usize].1
+    }
+
+    pub fn stage_duration(&self, stage: Stage) -> &Gauge {
+        &self.stage_durations[stage as usize].1
+    }
+
+    /// The series of `backend`/`server`, created on first use.
+    pub fn server(&self, backend: &str, server: &str) -> Arc<ServerSeries> {
+        lock(&self.servers)
+            .entry((backend.to_owned(), server.to_owned()))
+            .or_insert_with(|| Arc::new(ServerSeries::new(backend, server)))
+            .clone()
+    }
+
+    /// The series of `backend`/`server` if it was ever published.
+    pub fn existing_server(&self, backend: &str, server: &str) -> Option<Arc<ServerSeries>> {
+        lock(&self.servers)
+            .get(&(backend.to_owned(), server.to_owned()))
+            .cloned()
+    }
+
+    /// The series of `backend`, created on first use.
+    pub fn backend(&self, backend: &str) -> Arc<BackendSeries> {
+        lock(&self.backends)
+            .entry(backend.to_owned())
+            .or_insert_with(|| {
+                Arc::new(BackendSeries {
+                    labels: Labels::new(&[("backend", backend)]),
+                    fail_open: Gauge::absent(),
+                    servers_without_data: Gauge::absent(),
+                    tier_in_use: Gauge::absent(),
+                    demand: Gauge::absent(),
+                    capacity: Gauge::absent(),
+                    overloaded: Gauge::absent(),
+                })
+            })
+            .clone()
+    }
+
+    /// Sets `ethrpc_actuator_server_mismatch` of `backend`/`server`/`kind`.
+    pub fn set_mismatch(&self, backend: &str, server: &str, kind: Mismatch, value: f64) {
+        lock(&self.mismatches)
+            .entry((backend.to_owned(), server.to_owned(), kind))
+            .or_insert_with(|| {
+                let labels = [
+                    ("backend", backend),
+                    ("server", server),
+                    ("kind", kind.as_str()),
+                ];
+                (Labels::new(&labels), Gauge::absent())
+            })
+            .1
+            .set(value);
+    }
+
+    /// The Prometheus text exposition, written from the live values.
     pub fn render(&self) -> String {
-        common::metrics::render(&self.registry)
+        let servers: Vec<Arc<ServerSeries>> = lock(&self.servers).values().cloned().collect();
+        let backends: Vec<Arc<BackendSeries>> = lock(&self.backends).values().cloned().collect();
+        let mut out = Exposition::with_capacity(4096 + servers.len() * 1024);
+        let per_server = |pick: fn(&ServerSeries) -> &Gauge| -> Vec<(&Labels, &Gauge)> {
+            servers.iter().map(|s| (&s.labels, pick(s))).collect()
+        };
+        let per_backend = |pick: fn(&BackendSeries) -> &Gauge| -> Vec<(&Labels, &Gauge)> {
+            backends.iter().map(|b| (&b.labels, pick(b))).collect()
+        };
+        gauge_family(
+            &mut out,
+            "ethrpc_actuator_build_info",
+            "Always 1; the version label says which actuator runs.",
+            &[(&self.build_info.0, &self.build_info.1)],
+        );
+        gauge_family(&mut out, "ethrpc_actuator_weight", "Weight HAProxy should have after the last cycle: what was written, else what it had (a change inside the deadband or missing data writes nothing).", &per_server(|s| &s.weight));
+        gauge_family(
+            &mut out,
+            "ethrpc_actuator_haproxy_weight",
+            "Weight HAProxy reported for the server at the start of the last cycle.",
+            &per_server(|s| &s.haproxy_weight),
+        );
+        gauge_family(&mut out, "ethrpc_actuator_recent_ejections", "The server's recent ejection count: an ejected server must stay healthy for base_ejection times this (at most max_ejection) before it returns; decays while it stays in the pool.", &per_server(|s| &s.recent_ejections));
+        gauge_family(&mut out, "ethrpc_actuator_earliest_return_timestamp_seconds", "Unix time an ejected server may return at the earliest (it also needs readmit_after healthy cycles); absent while it is in the pool.", &per_server(|s| &s.returns_at));
+        gauge_family(
+            &mut out,
+            "ethrpc_actuator_fail_open",
+            "1 while every server of the backend is bad and all share the traffic.",
+            &per_backend(|b| &b.fail_open),
+        );
+        gauge_family(&mut out, "ethrpc_actuator_servers_without_data", "Servers of the backend whose weight is held because Prometheus has no fresh data for their provider (missing, stale or clock-skewed).", &per_backend(|b| &b.servers_without_data));
+        gauge_family(
+            &mut out,
+            "ethrpc_actuator_standby",
+            "1 while the server is healthy but its tier is not in use (weight 0), else 0.",
+            &per_server(|s| &s.standby),
+        );
+        gauge_family(
+            &mut out,
+            "ethrpc_actuator_client_requests_per_second",
+            "Client requests HAProxy sent the server, per second over the signal window (lbtot).",
+            &per_server(|s| &s.client_rate),
+        );
+        gauge_family(&mut out, "ethrpc_actuator_client_error_ratio", "Share of the server's client requests over the signal window that failed (5xx, connection and response errors, from HAProxy's counters).", &per_server(|s| &s.client_error_ratio));
+        gauge_family(&mut out, "ethrpc_actuator_client_rate_limited_ratio", "Share of the server's client requests over the signal window answered with a 4xx (429: rate limited).", &per_server(|s| &s.client_rate_limited_ratio));
+        gauge_family(&mut out, "ethrpc_actuator_limit_requests_per_second", "The request rate the server's weight is capped to: its plan's max_rps, or what it carried before answering 429s; absent when unlimited.", &per_server(|s| &s.limit));
+        gauge_family(&mut out, "ethrpc_actuator_tier_in_use", "The highest tier serving the backend; higher tiers stand by. Absent while no server is available.", &per_backend(|b| &b.tier_in_use));
+        gauge_family(&mut out, "ethrpc_actuator_demand_requests_per_second", "Client requests per second to the backend over the signal window, from HAProxy's counters.", &per_backend(|b| &b.demand));
+        gauge_family(&mut out, "ethrpc_actuator_capacity_requests_per_second", "Sum of the plan limits of the available servers of the tiers in use; absent when one of them is unlimited.", &per_backend(|b| &b.capacity));
+        gauge_family(&mut out, "ethrpc_actuator_overloaded", "1 while the demand exceeds every plan limit in use and traffic is shared by limit, else 0.", &per_backend(|b| &b.overloaded));
+        let stages: Vec<(&Labels, &Gauge)> =
+            self.stage_durations.iter().map(|(l, g)| (l, g)).collect();
+        gauge_family(&mut out, "ethrpc_actuator_stage_duration_seconds", "Duration of each stage of the last cycle: prometheus, policy, haproxy_read, haproxy_write.", &stages);
+        gauge_family(&mut out, "ethrpc_actuator_last_success_timestamp_seconds", "Unix time of the last cycle that read Prometheus and HAProxy and applied its decisions.", &[(&Labels::new(&[]), &self.last_success)]);
+        let name = "ethrpc_actuator_ejected";
+        out.family(name, Kind::Gauge, "1 if the policy judges the server bad for this reason (ejected, readmitting or failed open), else 0.");
+        for s in &servers {
+            for reason in EjectReason::ALL {
+                out.gauge_with(
+                    name,
+                    &s.labels,
+                    ("reason", reason.as_str()),
+                    s.ejected(reason),
+                );
+            }
+        }
+        let name = "ethrpc_actuator_server_mismatch";
+        out.family(name, Kind::Gauge, "1 for a configured provider whose server HAProxy lacks (kind missing_in_haproxy) or an HAProxy server no provider names (kind not_configured); left alone.");
+        for (labels, gauge) in lock(&self.mismatches).values() {
+            out.gauge(name, labels, gauge);
+        }
+        let counters = [
+            (
+                "ethrpc_actuator_cycles_total",
+                "Cycles by result: ok, prometheus_error, haproxy_error.",
+                &self.cycles[..],
+            ),
+            (
+                "ethrpc_actuator_errors_total",
+                "Errors by stage: prometheus, haproxy.",
+                &self.errors[..],
+            ),
+        ];
+        for (name, help, series) in counters {
+            out.family(name, Kind::Counter, help);
+            for (labels, counter) in series {
+                out.counter(name, labels, counter);
+            }
+        }
+        let name = "ethrpc_actuator_weight_writes_total";
+        out.family(name, Kind::Counter, "Weights written to HAProxy.");
+        for s in &servers {
+            out.counter(name, &s.labels, &s.weight_writes);
+        }
+        let name = "ethrpc_actuator_cycle_duration_seconds";
+        out.family(
+            name,
+            Kind::Histogram,
+            "Duration of whole cycles (query, decide, read and write HAProxy).",
+        );
+        out.histogram(name, &Labels::new(&[]), &self.cycle_duration);
+        out.finish()
     }
 }
 
 impl Default for ActuatorMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_gone_from_haproxy_leaves_only_its_write_counter() {
+        let m = ActuatorMetrics::new();
+        let s = m.server("b", "s1");
+        s.weight.set(100.0);
+        s.ejected(EjectReason::Slow).set(1.0);
+        s.weight_writes.inc();
+        let text = m.render();
+        assert!(text.contains("ethrpc_actuator_weight{backend=\"b\",server=\"s1\"} 100\n"));
+        assert!(text
+            .contains("ethrpc_actuator_ejected{backend=\"b\",server=\"s1\",reason=\"slow\"} 1\n"));
+        m.existing_server("b", "s1").unwrap().clear();
+        let text = m.render();
+        assert!(!text.contains("ethrpc_actuator_weight{"), "{text}");
+        assert!(!text.contains("ethrpc_actuator_ejected{"), "{text}");
+        assert!(
+            text.contains("ethrpc_actuator_weight_writes_total{backend=\"b\",server=\"s1\"} 1\n")
+        );
+        assert!(m.existing_server("b", "other").is_none());
+    }
+
+    #[test]
+    fn fixed_label_sets_are_published_from_the_start() {
+        let text = ActuatorMetrics::new().render();
+        for line in [
+            "ethrpc_actuator_cycles_total{result=\"prometheus_error\"} 0\n",
+            "ethrpc_actuator_errors_total{stage=\"haproxy\"} 0\n",
+            "ethrpc_actuator_build_info{version=\"",
+            "ethrpc_actuator_cycle_duration_seconds_count 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("ethrpc_actuator_last_success"),
+            "unset: absent"
+        );
+    }
+
+    #[test]
+    fn every_series_set_passes_promtool() {
+        let m = ActuatorMetrics::new();
+        let s = m.server("b", "s\"1");
+        for gauge in [
+            &s.weight,
+            &s.haproxy_weight,
+            &s.recent_ejections,
+            &s.returns_at,
+        ] {
+            gauge.set(1.0);
+        }
+        s.ejected(EjectReason::Down).set(0.0);
+        s.weight_writes.inc();
+        m.backend("b").fail_open.set(0.0);
+        m.backend("b").servers_without_data.set(0.0);
+        m.set_mismatch("b", "x", Mismatch::MissingInHaproxy, 1.0);
+        m.stage_duration(Stage::Policy).set(0.001);
+        m.last_success.set(1.7e9);
+        m.cycle_duration.observe(0.02);
+        m.cycles(CycleResult::Ok).inc();
+        let text = m.render();
+        assert_eq!(
+            testkit::metrics_text::promtool_check_metrics(&text),
+            "",
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_resolved_mismatch_reads_zero() {
+        let m = ActuatorMetrics::new();
+        m.set_mismatch("b", "x", Mismatch::NotConfigured, 1.0);
+        m.set_mismatch("b", "x", Mismatch::NotConfigured, 0.0);
+        assert!(m.render().contains(
+            "ethrpc_actuator_server_mismatch{backend=\"b\",server=\"x\",kind=\"not_configured\"} 0\n"
+        ));
     }
 }

@@ -5,13 +5,13 @@
 //! ahead) leaves the provider without an observation; a block timestamped ahead of the
 //! exporter's (the provider's clock, or the exporter's behind) leaves it without a block age.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::config::Queries;
+use common::config::{Config, Queries};
 
 use crate::policy::Observation;
-use crate::prometheus_api::{PrometheusClient, PrometheusError, QueryResult, Sample};
+use crate::prometheus_api::{PrometheusClient, PrometheusError, QueryResult};
 
 /// A provider as labelled by the exporter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +26,11 @@ impl ProviderKey {
             chain: chain.to_owned(),
             provider: provider.to_owned(),
         }
+    }
+
+    /// The provider a series is about, from its `chain` and `provider` labels.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<Self> {
+        Some(Self::new(labels.get("chain")?, labels.get("provider")?))
     }
 }
 
@@ -71,35 +76,119 @@ impl Observations {
     }
 }
 
+/// How old a provider's last probe may be for its data to count as fresh: `max_data_age`, plus,
+/// for a provider probed less often than the exporter's rounds (its own `probe_interval`,
+/// rounded up to whole rounds as the exporter does), how much longer its interval is. A reserve
+/// probed every minute is then not taken for stale between its probes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Freshness {
+    max_data_age: f64,
+    longer: HashMap<ProviderKey, f64>,
+}
+
+impl Freshness {
+    /// The same age for every provider.
+    pub fn uniform(max_data_age: Duration) -> Self {
+        Self {
+            max_data_age: max_data_age.as_secs_f64(),
+            longer: HashMap::new(),
+        }
+    }
+
+    pub fn new(config: &Config) -> Self {
+        let round = config.exporter.probe_interval.as_secs_f64();
+        let mut freshness = Self::uniform(config.actuator.max_data_age);
+        for chain in &config.chains {
+            for p in chain.providers.iter() {
+                let Some(own) = p.probe_interval else {
+                    continue;
+                };
+                let period = (own.as_secs_f64() / round).ceil() * round;
+                freshness.longer.insert(
+                    ProviderKey::new(chain.name.as_str(), p.name.as_str()),
+                    period - round,
+                );
+            }
+        }
+        freshness
+    }
+
+    /// Seconds `key`'s last probe may be old.
+    pub fn max_age(&self, key: &ProviderKey) -> f64 {
+        self.max_data_age + self.longer.get(key).copied().unwrap_or(0.0)
+    }
+}
+
 /// One query's samples by provider: (evaluation time, value).
-type Signal = HashMap<ProviderKey, (f64, f64)>;
+pub type Signal = HashMap<ProviderKey, (f64, f64)>;
+
+/// Every query's samples at one evaluation time: what observations are assembled from.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    pub up: Signal,
+    pub chain_id_match: Signal,
+    pub block_lag: Signal,
+    pub block_age: Signal,
+    pub latency: Signal,
+    pub error_ratio: Signal,
+    pub last_probe: Signal,
+}
+
+impl Signals {
+    /// The signals from the answers to [`signal_queries`], in its order.
+    pub fn from_answers(answers: impl IntoIterator<Item = Signal>) -> Self {
+        let mut answers = answers.into_iter();
+        let mut next = || answers.next().unwrap_or_default();
+        Self {
+            up: next(),
+            chain_id_match: next(),
+            block_lag: next(),
+            block_age: next(),
+            latency: next(),
+            error_ratio: next(),
+            last_probe: next(),
+        }
+    }
+}
+
+/// Each signal's query, with the name errors give it, in the order of [`Signals::from_answers`].
+pub fn signal_queries(q: &Queries) -> [(&'static str, &str); 7] {
+    [
+        ("up", &q.up),
+        ("chain_id_match", &q.chain_id_match),
+        ("block_lag", &q.block_lag),
+        ("block_age", &q.block_age),
+        ("latency", &q.latency),
+        ("error_ratio", &q.error_ratio),
+        ("last_probe", &q.last_probe),
+    ]
+}
 
 /// Runs every query and assembles the observations.
 pub async fn observe(
     client: &PrometheusClient,
     queries: &Queries,
-    max_data_age: Duration,
+    freshness: &Freshness,
 ) -> Result<Observations, PrometheusError> {
-    let q = |promql: &'static str, text: &str| {
-        let text = text.to_owned();
-        async move { signal(promql, client.query(&text).await?) }
-    };
-    let (up, chain_id, lag, age, latency, errors, last_probe) = futures::try_join!(
-        q("up", &queries.up),
-        q("chain_id_match", &queries.chain_id_match),
-        q("block_lag", &queries.block_lag),
-        q("block_age", &queries.block_age),
-        q("latency", &queries.latency),
-        q("error_ratio", &queries.error_ratio),
-        q("last_probe", &queries.last_probe),
-    )?;
+    let answers = futures::future::try_join_all(
+        signal_queries(queries)
+            .map(|(name, text)| async move { signal(name, client.query(text).await?) }),
+    )
+    .await?;
+    Ok(assemble(&Signals::from_answers(answers), freshness))
+}
+
+/// The observations the signals make, without I/O: the live loop assembles its instant queries'
+/// samples, the backtest each evaluation time of its range queries.
+pub fn assemble(signals: &Signals, freshness: &Freshness) -> Observations {
     let finite = |signal: &Signal, key: &ProviderKey| {
         signal.get(key).map(|(_, v)| *v).filter(|v| v.is_finite())
     };
     let mut observations = Observations::default();
-    for (key, (_, up_value)) in &up {
+    for (key, (_, up_value)) in &signals.up {
         // Age of the last probe at evaluation time (Prometheus' clock against the exporter's).
-        let probe_age = last_probe
+        let probe_age = signals
+            .last_probe
             .get(key)
             .map(|(evaluated, probed)| evaluated - probed)
             .filter(|age| age.is_finite());
@@ -111,14 +200,14 @@ pub async fn observe(
         }
         // A block from the future says nothing of staleness, but the clock-free signals (down,
         // wrong chain, lag, latency, errors) still judge the provider.
-        let mut block_age = finite(&age, key);
+        let mut block_age = finite(&signals.block_age, key);
         if let Some(age) = block_age.filter(|age| *age < -BLOCK_SKEW_TOLERANCE_SECONDS) {
             observations
                 .clock_skewed
                 .push((key.clone(), Skew::BlockTimestamp, -age));
             block_age = None;
         }
-        let fresh = probe_age.is_some_and(|age| age <= max_data_age.as_secs_f64());
+        let fresh = probe_age.is_some_and(|age| age <= freshness.max_age(key));
         if !fresh || !up_value.is_finite() {
             continue;
         }
@@ -126,15 +215,15 @@ pub async fn observe(
             key.clone(),
             Observation {
                 up: *up_value >= 0.5,
-                chain_id_ok: finite(&chain_id, key).map(|v| v >= 0.5),
-                block_lag: finite(&lag, key),
+                chain_id_ok: finite(&signals.chain_id_match, key).map(|v| v >= 0.5),
+                block_lag: finite(&signals.block_lag, key),
                 block_age,
-                latency: finite(&latency, key),
-                error_ratio: finite(&errors, key).map(|r| r.clamp(0.0, 1.0)),
+                latency: finite(&signals.latency, key),
+                error_ratio: finite(&signals.error_ratio, key).map(|r| r.clamp(0.0, 1.0)),
             },
         );
     }
-    Ok(observations)
+    observations
 }
 
 /// A vector result keyed by `(chain, provider)`.
@@ -146,18 +235,45 @@ fn signal(name: &str, result: QueryResult) -> Result<Signal, PrometheusError> {
     };
     Ok(samples
         .into_iter()
-        .filter_map(
-            |Sample {
-                 labels,
-                 timestamp,
-                 value,
-             }| {
-                let key = ProviderKey {
-                    chain: labels.get("chain")?.clone(),
-                    provider: labels.get("provider")?.clone(),
-                };
-                Some((key, (timestamp, value)))
-            },
-        )
+        .filter_map(|sample| {
+            let key = ProviderKey::from_labels(&sample.labels)?;
+            Some((key, (sample.timestamp, sample.value)))
+        })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_provider_probed_less_often_may_be_older_by_its_longer_interval() {
+        let text = "[exporter]\nprobe_interval = \"2s\"\n\
+            [actuator]\nmax_data_age = \"8s\"\n\
+            [[chain]]\nname = \"c\"\nchain_id = 1\nbackend = \"b\"\n\
+            [[chain.provider]]\nname = \"primary\"\nurl = \"http://127.0.0.1:1\"\n\
+            [[chain.provider]]\nname = \"reserve\"\nurl = \"http://127.0.0.1:2\"\nprobe_interval = \"15s\"\n";
+        let config = Config::parse(Path::new("t.toml"), text, |_| None).unwrap();
+        let f = Freshness::new(&config);
+        assert_eq!(f.max_age(&ProviderKey::new("c", "primary")), 8.0);
+        // 15 s is probed every 16 s (whole rounds of 2 s): 14 s longer than a round.
+        assert_eq!(f.max_age(&ProviderKey::new("c", "reserve")), 22.0);
+        let mut signals = Signals::default();
+        for name in ["primary", "reserve"] {
+            let key = ProviderKey::new("c", name);
+            signals.up.insert(key.clone(), (100.0, 1.0));
+            signals.last_probe.insert(key, (100.0, 85.0));
+        }
+        let o = assemble(&signals, &f);
+        assert!(
+            o.get(&ProviderKey::new("c", "primary")).is_none(),
+            "15 s old: stale"
+        );
+        assert!(
+            o.get(&ProviderKey::new("c", "reserve")).is_some(),
+            "within its interval"
+        );
+    }
 }

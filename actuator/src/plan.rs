@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use common::config::{ChainConfig, Name};
 
+use crate::client_signal::CounterHistory;
 use crate::haproxy::{BackendStat, WeightWrite};
 use crate::observe::{Observations, ProviderKey};
 use crate::policy::{decide, weight_to_write, Memory, ServerInput, Verdict};
@@ -19,8 +20,28 @@ pub struct ServerKey {
     pub server: Name,
 }
 
-/// What the policy remembers of every server between cycles.
-pub type MemoryBook = HashMap<ServerKey, Memory>;
+/// What planning remembers between cycles: the policy's memory of every server, and the
+/// counters of the client requests HAProxy sent each over the signal window.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBook {
+    pub servers: HashMap<ServerKey, Memory>,
+    pub counters: HashMap<ServerKey, CounterHistory>,
+}
+
+impl MemoryBook {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Servers remembered.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+}
 
 /// Everything a plan is made from.
 pub struct PlanInput<'a> {
@@ -33,6 +54,8 @@ pub struct PlanInput<'a> {
     pub static_backends: &'a HashSet<String>,
     /// The policy's clock (seconds, monotonic).
     pub now: f64,
+    /// The span client counters are judged over (`actuator.signal_window`), seconds.
+    pub signal_window: f64,
 }
 
 /// The decisions of a cycle, the writes they need, and the memory for the next cycle.
@@ -81,6 +104,9 @@ fn plan_backend(
     let stat = input.haproxy.get(backend);
     let static_algorithm =
         stat.is_some_and(|s| s.algorithm == "static-rr") || input.static_backends.contains(backend);
+    // Plan limits are kept through weights: not where HAProxy does not spread by them.
+    let limits_apply = !static_algorithm
+        && !stat.is_some_and(|s| ["leastconn", "first"].contains(&s.algorithm.as_str()));
     let key = |p: &common::config::ProviderConfig| ServerKey {
         backend: chain.backend.clone(),
         server: p.server.clone(),
@@ -95,18 +121,33 @@ fn plan_backend(
             .observations
             .get(&ProviderKey::new(chain.name.as_str(), p.name.as_str()))
             .copied();
+        let clients = server.and_then(|s| {
+            let counters = s.counters?;
+            memory.counters.entry(key(p)).or_default().record(
+                input.now,
+                counters,
+                input.signal_window,
+            )
+        });
         if current.is_some() {
             inputs.push(ServerInput {
                 observation,
                 current_weight: current,
                 haproxy_up: server.is_some_and(|s| haproxy_up(&s.status)),
-                memory: memory.get(&key(p)).copied().unwrap_or_default(),
+                memory: memory.servers.get(&key(p)).copied().unwrap_or_default(),
+                tier: p.tier,
+                max_rps: p.max_rps,
+                clients,
+                limits_apply,
             });
         }
         servers.push(ServerReport {
             provider: p.name.to_string(),
             server: p.server.to_string(),
             in_haproxy: current.is_some(),
+            tier: p.tier,
+            clients,
+            limit: None,
             observation,
             verdict: Verdict::NoData,
             weighed_latency: None,
@@ -128,20 +169,35 @@ fn plan_backend(
         s.verdict = d.verdict;
         s.desired = d.desired;
         s.ejections = d.memory.ejection.count;
+        s.limit = d
+            .memory
+            .limit(p.max_rps, input.now)
+            .filter(|_| limits_apply);
         s.weighed_latency = d.memory.latency.map(|l| l.seconds());
         s.returns_in = d
             .memory
             .earliest_return(&chain.policy)
             .map(|at| (at - input.now).max(0.0));
-        s.write = weight_to_write(
-            d.desired,
-            s.current,
-            chain.policy.deadband,
-            static_algorithm,
-        );
-        memory.insert(key(p), d.memory);
+        // A capped weight going down is written whatever the deadband: a few points of weight
+        // can be the plan's limit.
+        let deadband = match (s.limit, d.desired, s.current) {
+            (Some(_), Some(desired), Some(current)) if desired < current => 0,
+            _ => chain.policy.deadband,
+        };
+        s.write = weight_to_write(d.desired, s.current, deadband, static_algorithm);
+        memory.servers.insert(key(p), d.memory);
     }
     let configured: HashSet<&str> = chain.providers.iter().map(|p| p.server.as_str()).collect();
+    let unconfigured = |backup: bool| -> Vec<String> {
+        stat.map(|s| {
+            s.servers
+                .iter()
+                .filter(|(name, st)| !configured.contains(name.as_str()) && st.backup == backup)
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
     BackendReport {
         backend: backend.to_owned(),
         full_weight: chain.policy.full_weight,
@@ -149,15 +205,12 @@ fn plan_backend(
         algorithm: stat.map(|s| s.algorithm.clone()).unwrap_or_default(),
         static_algorithm,
         fail_open: decision.fail_open,
-        not_configured: stat
-            .map(|s| {
-                s.servers
-                    .keys()
-                    .filter(|s| !configured.contains(s.as_str()))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default(),
+        tier: decision.tier,
+        demand: decision.demand,
+        capacity: decision.capacity,
+        overloaded: decision.overloaded,
+        not_configured: unconfigured(false),
+        backups: unconfigured(true),
         servers,
     }
 }

@@ -2,8 +2,10 @@
 //! the policy remembered from the last cycle) to a verdict and a desired weight per server. No I/O
 //! and no clock: the caller passes the time, so every rule can be tested exhaustively.
 
-use common::config::{PolicyConfig, Weighting};
+use common::config::{PolicyConfig, Tier, Weighting};
 
+use crate::capacity::{route, Slot};
+use crate::client_signal::{client_breach, peer_failed_ratios, ClientSignal, LearnedLimit};
 use crate::ejection::EjectionMemory;
 use crate::latency_weight::{smooth, weight, SmoothedLatency};
 
@@ -28,16 +30,19 @@ pub enum EjectReason {
     Lagging,
     Slow,
     Erroring,
+    /// Clients see failures (HAProxy's counters) that the probes may not.
+    ClientErrors,
 }
 
 impl EjectReason {
-    pub const ALL: [EjectReason; 6] = [
+    pub const ALL: [EjectReason; 7] = [
         EjectReason::WrongChain,
         EjectReason::Down,
         EjectReason::Stale,
         EjectReason::Lagging,
         EjectReason::Slow,
         EjectReason::Erroring,
+        EjectReason::ClientErrors,
     ];
 
     /// The `reason` label value.
@@ -49,6 +54,7 @@ impl EjectReason {
             EjectReason::Lagging => "lagging",
             EjectReason::Slow => "slow",
             EjectReason::Erroring => "erroring",
+            EjectReason::ClientErrors => "client_errors",
         }
     }
 }
@@ -66,9 +72,23 @@ pub struct Memory {
     pub ejection: EjectionMemory,
     /// The latency that weights follow; `None` until one was observed.
     pub latency: Option<SmoothedLatency>,
+    /// The request rate the server was seen to carry before answering 429s: its weight is
+    /// capped to it (with `max_rps`, the lower wins), and it grows back with time.
+    pub learned_limit: Option<LearnedLimit>,
+    /// It stood by last cycle (its tier was not in use).
+    pub standby: bool,
 }
 
 impl Memory {
+    /// The request rate the server's weight is capped to at `now`: the lower of the plan's
+    /// limit and the one learned from its 429s; `None`: unlimited.
+    pub fn limit(&self, max_rps: Option<f64>, now: f64) -> Option<f64> {
+        match (max_rps, self.learned_limit.map(|l| l.at(now))) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// When an ejected server may return at the earliest (it also needs `readmit_after`
     /// healthy cycles); `None` when it is not ejected.
     pub fn earliest_return(&self, policy: &PolicyConfig) -> Option<f64> {
@@ -88,6 +108,14 @@ pub struct ServerInput {
     /// holds DOWN, in maintenance or draining carries nothing, whatever its weight.
     pub haproxy_up: bool,
     pub memory: Memory,
+    pub tier: Tier,
+    /// The plan's request rate limit; `None`: unlimited.
+    pub max_rps: Option<f64>,
+    /// What clients saw over the signal window; `None` without HAProxy counters.
+    pub clients: Option<ClientSignal>,
+    /// HAProxy spreads this backend's traffic by weight (not a static, `leastconn` or `first`
+    /// algorithm), so plan limits can be kept through weights.
+    pub limits_apply: bool,
 }
 
 /// The policy's judgement of a server.
@@ -105,6 +133,8 @@ pub enum Verdict {
     FailOpen(EjectReason),
     /// No fresh data: HAProxy's weight stays as it is.
     NoData,
+    /// Healthy, but its tier is not in use: weight 0 until the lower tiers fall short.
+    Standby,
 }
 
 impl Verdict {
@@ -114,7 +144,7 @@ impl Verdict {
             Verdict::Ejected(r) | Verdict::FailOpen(r) | Verdict::Readmitting { reason: r, .. } => {
                 Some(r)
             }
-            Verdict::Healthy | Verdict::SlowStart | Verdict::NoData => None,
+            Verdict::Healthy | Verdict::SlowStart | Verdict::NoData | Verdict::Standby => None,
         }
     }
 }
@@ -135,6 +165,14 @@ pub struct BackendDecision {
     pub servers: Vec<ServerDecision>,
     /// Every server with data would have been ejected.
     pub fail_open: bool,
+    /// The highest tier in use; `None` when no server is available.
+    pub tier: Option<Tier>,
+    /// Client requests per second over the signal window; `None` until measured.
+    pub demand: Option<f64>,
+    /// What the servers of the tiers in use can carry; `None`: unlimited.
+    pub capacity: Option<f64>,
+    /// The demand exceeds every plan limit in use: traffic is shared by limit.
+    pub overloaded: bool,
 }
 
 /// The first gate `o` breaches. Each signal arrives already confirmed: `up` is 0 only when the
@@ -171,9 +209,13 @@ fn base_weight(policy: &PolicyConfig, latency: Option<SmoothedLatency>, best: Op
 
 /// Decides every server of one backend at time `now` (seconds, caller's clock).
 pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> BackendDecision {
-    // 1. Verdicts and memory.
-    let mut decisions: Vec<ServerDecision> =
-        servers.iter().map(|s| judge(policy, s, now)).collect();
+    // 1. Verdicts and memory; clients' failures are judged against the server's peers'.
+    let peers = peer_failed_ratios(policy, servers.iter().map(|s| s.clients));
+    let mut decisions: Vec<ServerDecision> = servers
+        .iter()
+        .zip(peers)
+        .map(|(s, peers)| judge(policy, s, peers, now))
+        .collect();
     // 2. Weights of admitted servers.
     let admitted = |d: &ServerDecision| matches!(d.verdict, Verdict::Healthy | Verdict::SlowStart);
     let best_bucket = decisions
@@ -187,14 +229,51 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
                 let base = base_weight(policy, d.memory.latency, best_bucket);
                 Some(ramp(policy, base, &mut d.memory, now))
             }
-            Verdict::Ejected(_) | Verdict::Readmitting { .. } => Some(0),
+            Verdict::Ejected(_) | Verdict::Readmitting { .. } | Verdict::Standby => Some(0),
             Verdict::NoData | Verdict::FailOpen(_) => None,
         };
         if d.verdict == Verdict::SlowStart && d.memory.ramp_started.is_none() {
             d.verdict = Verdict::Healthy;
         }
     }
-    // 3. Fail open: some server is bad and none would carry traffic (HAProxy's own DOWN
+    // 3. Tiers and plan limits.
+    let demand = servers
+        .iter()
+        .filter_map(|s| s.clients.map(|c| c.rate()))
+        .reduce(|a, b| a + b);
+    for (s, d) in servers.iter().zip(decisions.iter_mut()) {
+        d.memory.learned_limit =
+            LearnedLimit::learn(d.memory.learned_limit, s.clients, demand, now);
+    }
+    let slots: Vec<Slot> = servers
+        .iter()
+        .zip(&decisions)
+        .map(|(s, d)| Slot {
+            tier: s.tier,
+            limit: d.memory.limit(s.max_rps, now).filter(|_| s.limits_apply),
+            available: admitted(d) && s.haproxy_up,
+            ramping: d.memory.ramp_started.is_some(),
+            desired: d.desired,
+        })
+        .collect();
+    let previous = servers
+        .iter()
+        .filter(|s| s.observation.is_some() && !s.memory.standby)
+        .map(|s| s.tier)
+        .max();
+    let routing = route(policy, &slots, demand, previous);
+    for ((d, standby), desired) in decisions
+        .iter_mut()
+        .zip(&routing.standby)
+        .zip(&routing.desired)
+    {
+        d.desired = *desired;
+        d.memory.standby = *standby;
+        if *standby {
+            d.verdict = Verdict::Standby;
+        }
+    }
+    // 4. Fail open: some server is bad and none would carry traffic (HAProxy's own DOWN
     //    counts: a healthy server HAProxy will not use keeps no one else in the pool).
     let carries = |s: &ServerInput, d: &ServerDecision| {
         s.haproxy_up
@@ -219,10 +298,14 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
     BackendDecision {
         servers: decisions,
         fail_open,
+        tier: routing.tier,
+        demand,
+        capacity: routing.capacity,
+        overloaded: routing.overloaded,
     }
 }
 
-fn judge(policy: &PolicyConfig, s: &ServerInput, now: f64) -> ServerDecision {
+fn judge(policy: &PolicyConfig, s: &ServerInput, peers: f64, now: f64) -> ServerDecision {
     let Some(o) = s.observation else {
         return ServerDecision {
             verdict: Verdict::NoData,
@@ -234,7 +317,7 @@ fn judge(policy: &PolicyConfig, s: &ServerInput, now: f64) -> ServerDecision {
     if let Some(latency) = o.latency {
         memory.latency = Some(smooth(policy, memory.latency, latency, now));
     }
-    if let Some(reason) = breach(policy, &o) {
+    if let Some(reason) = breach(policy, &o).or_else(|| client_breach(policy, s.clients, peers)) {
         let newly = memory.ejected.is_none();
         return ServerDecision {
             verdict: Verdict::Ejected(reason),

@@ -6,9 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::cycle::Mode;
 use crate::haproxy::WriteOutcome;
-use crate::metrics::ActuatorMetrics;
+use crate::metrics::{ActuatorMetrics, ErrorSource, Mismatch};
 use crate::observe::{ProviderKey, Skew};
-use crate::policy::EjectReason;
+use crate::policy::{EjectReason, Verdict};
 use crate::report::{BackendReport, CycleReport};
 
 /// What was already logged, so lasting conditions are logged once per change.
@@ -16,10 +16,14 @@ use crate::report::{BackendReport, CycleReport};
 pub struct Published {
     failing_open: BTreeSet<String>,
     /// (backend, server, kind) of the last cycle.
-    mismatches: BTreeSet<(String, String, &'static str)>,
+    mismatches: BTreeSet<(String, String, Mismatch)>,
     /// Held servers per backend in the last cycle.
     without_data: HashMap<String, usize>,
     clock_skewed: BTreeSet<ProviderKey>,
+    /// Backends whose demand exceeds their plans.
+    overloaded: BTreeSet<String>,
+    /// The highest tier in use per backend.
+    tiers: HashMap<String, Option<common::config::Tier>>,
 }
 
 impl Published {
@@ -35,11 +39,16 @@ impl Published {
         for b in &report.backends {
             self.fail_open(m, b);
             self.without_data(m, b);
+            self.capacity(m, b);
             for server in &b.not_configured {
-                mismatches.insert((b.backend.clone(), server.clone(), "not_configured"));
+                mismatches.insert((b.backend.clone(), server.clone(), Mismatch::NotConfigured));
             }
             for s in b.servers.iter().filter(|s| !s.in_haproxy) {
-                mismatches.insert((b.backend.clone(), s.server.clone(), "missing_in_haproxy"));
+                mismatches.insert((
+                    b.backend.clone(),
+                    s.server.clone(),
+                    Mismatch::MissingInHaproxy,
+                ));
             }
             servers(m, b, mode, unix_now);
         }
@@ -48,8 +57,8 @@ impl Published {
 
     fn fail_open(&mut self, m: &ActuatorMetrics, b: &BackendReport) {
         let backend = b.backend.as_str();
-        m.fail_open
-            .with_label_values(&[backend])
+        m.backend(backend)
+            .fail_open
             .set(f64::from(u8::from(b.fail_open)));
         if b.fail_open && self.failing_open.insert(b.backend.clone()) {
             tracing::warn!(
@@ -64,11 +73,31 @@ impl Published {
         }
     }
 
+    /// Tiers, demand and capacity; the overload is logged when it starts and ends.
+    fn capacity(&mut self, m: &ActuatorMetrics, b: &BackendReport) {
+        let series = m.backend(&b.backend);
+        set_or_clear(&series.tier_in_use, b.tier.map(|t| f64::from(t.get())));
+        set_or_clear(&series.demand, b.demand);
+        set_or_clear(&series.capacity, b.capacity);
+        series.overloaded.set(f64::from(u8::from(b.overloaded)));
+        let backend = b.backend.as_str();
+        if b.overloaded && self.overloaded.insert(b.backend.clone()) {
+            tracing::warn!(backend, demand = b.demand, capacity = b.capacity, "demand above every plan limit in use: traffic is shared by limit and clients will see 429s (raise a plan, add a provider or a tier)");
+        } else if !b.overloaded && self.overloaded.remove(backend) {
+            tracing::info!(backend, "overload over: the plans in use carry the demand");
+        }
+        if self.tiers.insert(b.backend.clone(), b.tier) != Some(b.tier) {
+            tracing::info!(
+                backend,
+                tier = b.tier.map(|t| t.get()),
+                "tiers in use changed (higher tiers stand by)"
+            );
+        }
+    }
+
     fn without_data(&mut self, m: &ActuatorMetrics, b: &BackendReport) {
         let held = b.without_data();
-        m.servers_without_data
-            .with_label_values(&[b.backend.as_str()])
-            .set(held as f64);
+        m.backend(&b.backend).servers_without_data.set(held as f64);
         let before = self
             .without_data
             .insert(b.backend.clone(), held)
@@ -83,27 +112,23 @@ impl Published {
         }
     }
 
-    fn mismatches(&mut self, m: &ActuatorMetrics, now: BTreeSet<(String, String, &'static str)>) {
+    fn mismatches(&mut self, m: &ActuatorMetrics, now: BTreeSet<(String, String, Mismatch)>) {
         for (backend, server, kind) in now.difference(&self.mismatches) {
-            match *kind {
-                "not_configured" => {
+            match kind {
+                Mismatch::NotConfigured => {
                     tracing::warn!(%backend, %server, "HAProxy server is not configured as a provider; left alone")
                 }
-                _ => {
+                Mismatch::MissingInHaproxy => {
                     tracing::warn!(%backend, %server, "provider's server does not exist in HAProxy; skipped")
                 }
             }
         }
         for (backend, server, kind) in self.mismatches.difference(&now) {
-            tracing::info!(%backend, %server, kind, "server mismatch resolved");
-            m.server_mismatch
-                .with_label_values(&[backend.as_str(), server.as_str(), kind])
-                .set(0.0);
+            tracing::info!(%backend, %server, kind = kind.as_str(), "server mismatch resolved");
+            m.set_mismatch(backend, server, *kind, 0.0);
         }
         for (backend, server, kind) in &now {
-            m.server_mismatch
-                .with_label_values(&[backend.as_str(), server.as_str(), kind])
-                .set(1.0);
+            m.set_mismatch(backend, server, *kind, 1.0);
         }
         self.mismatches = now;
     }
@@ -124,28 +149,28 @@ impl Published {
     }
 }
 
+/// A gauge that is absent while there is no value.
+fn set_or_clear(gauge: &common::metrics::Gauge, value: Option<f64>) {
+    match value {
+        Some(v) => gauge.set(v),
+        None => gauge.clear(),
+    }
+}
+
 /// Per-server gauges, and a log line per weight written.
 fn servers(m: &ActuatorMetrics, b: &BackendReport, mode: Mode, unix_now: f64) {
     let backend = b.backend.as_str();
     for s in b.servers.iter().filter(|s| !s.in_haproxy) {
         // Gone from HAProxy (a reload, a rename): its series go too, so no alert stays on them.
-        let labels = [backend, s.server.as_str()];
-        for gauge in [&m.haproxy_weight, &m.weight, &m.ejections, &m.returns_at] {
-            let _ = gauge.remove_label_values(&labels);
-        }
-        for reason in EjectReason::ALL {
-            let _ = m
-                .ejected
-                .remove_label_values(&[backend, s.server.as_str(), reason.as_str()]);
+        if let Some(series) = m.existing_server(backend, &s.server) {
+            series.clear();
         }
     }
     for s in b.servers.iter().filter(|s| s.in_haproxy) {
         let server = s.server.as_str();
-        let labels = [backend, server];
+        let series = m.server(backend, server);
         if let Some(w) = s.current {
-            m.haproxy_weight
-                .with_label_values(&labels)
-                .set(f64::from(w));
+            series.haproxy_weight.set(f64::from(w));
         }
         // A dry run writes nothing, so HAProxy keeps what it has.
         let target = match mode {
@@ -153,22 +178,29 @@ fn servers(m: &ActuatorMetrics, b: &BackendReport, mode: Mode, unix_now: f64) {
             Mode::DryRun => s.current,
         };
         if let Some(w) = target {
-            m.weight.with_label_values(&labels).set(f64::from(w));
+            series.weight.set(f64::from(w));
         }
         for reason in EjectReason::ALL {
             let on = s.verdict.reason() == Some(reason);
-            m.ejected
-                .with_label_values(&[backend, server, reason.as_str()])
-                .set(f64::from(u8::from(on)));
+            series.ejected(reason).set(f64::from(u8::from(on)));
         }
-        m.ejections
-            .with_label_values(&labels)
-            .set(f64::from(s.ejections));
+        series.recent_ejections.set(f64::from(s.ejections));
+        series
+            .standby
+            .set(f64::from(u8::from(s.verdict == Verdict::Standby)));
+        set_or_clear(&series.limit, s.limit);
+        set_or_clear(&series.client_rate, s.clients.map(|c| c.rate()));
+        set_or_clear(
+            &series.client_error_ratio,
+            s.clients.and_then(|c| c.failed_ratio()),
+        );
+        set_or_clear(
+            &series.client_rate_limited_ratio,
+            s.clients.and_then(|c| c.rate_limited_ratio()),
+        );
         match s.returns_in {
-            Some(wait) => m.returns_at.with_label_values(&labels).set(unix_now + wait),
-            None => {
-                let _ = m.returns_at.remove_label_values(&labels);
-            }
+            Some(wait) => series.returns_at.set(unix_now + wait),
+            None => series.returns_at.clear(),
         }
         let Some(weight) = s.write else { continue };
         let from = s.current.map_or("unknown".to_owned(), |w| w.to_string());
@@ -178,11 +210,11 @@ fn servers(m: &ActuatorMetrics, b: &BackendReport, mode: Mode, unix_now: f64) {
                 tracing::info!(backend, server, from, to = %weight, reason = why, "dry run: would set weight")
             }
             (Some(WriteOutcome::Done), _) => {
-                m.weight_writes.with_label_values(&labels).inc();
+                series.weight_writes.inc();
                 tracing::info!(backend, server, from, to = %weight, reason = why, verdict = ?s.verdict, ejections = s.ejections, "weight set");
             }
             (Some(WriteOutcome::Failed(reply)), _) => {
-                m.errors.with_label_values(&["haproxy"]).inc();
+                m.errors(ErrorSource::Haproxy).inc();
                 tracing::warn!(backend, server, to = %weight, reply = %reply, "HAProxy refused the weight");
             }
             _ => {}

@@ -1,6 +1,7 @@
 //! What a cycle saw and decided, per backend and server: the one record that the status page,
 //! `explain`, the metrics and the logs are all derived from.
 
+use crate::client_signal::ClientSignal;
 use crate::haproxy::WriteOutcome;
 use crate::policy::{Observation, Verdict, WeightCommand};
 
@@ -39,9 +40,20 @@ pub struct BackendReport {
     pub algorithm: String,
     pub static_algorithm: bool,
     pub fail_open: bool,
+    /// The highest tier in use; `None` when no server is available.
+    pub tier: Option<common::config::Tier>,
+    /// Client requests per second over the signal window, from HAProxy; `None` until measured.
+    pub demand: Option<f64>,
+    /// What the servers of the tiers in use can carry (requests per second); `None`: unlimited.
+    pub capacity: Option<f64>,
+    /// The demand exceeds every plan limit in use: traffic is shared by limit.
+    pub overloaded: bool,
     pub servers: Vec<ServerReport>,
     /// HAProxy servers of this backend that no provider names (left alone).
     pub not_configured: Vec<String>,
+    /// HAProxy `backup` servers no provider names: HAProxy's own last resort, left alone and not
+    /// a mismatch (e.g. a second entry for a reserve, used the moment no active server is).
+    pub backups: Vec<String>,
 }
 
 impl BackendReport {
@@ -60,7 +72,13 @@ pub struct ServerReport {
     pub server: String,
     /// False when HAProxy has no such server (left alone).
     pub in_haproxy: bool,
+    pub tier: common::config::Tier,
     pub observation: Option<Observation>,
+    /// What clients saw over the signal window (HAProxy's counters).
+    pub clients: Option<ClientSignal>,
+    /// The request rate its weight is capped to: the plan's `max_rps`, or what it carried before
+    /// answering 429s.
+    pub limit: Option<f64>,
     pub verdict: Verdict,
     /// The smoothed latency the weight follows (seconds), once one was observed.
     pub weighed_latency: Option<f64>,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use actuator::observe::{observe, ProviderKey, Skew};
+use actuator::observe::{observe, Freshness, ProviderKey, Skew};
 use actuator::prometheus_api::PrometheusClient;
 use common::clock::unix_now;
 use common::config::Queries;
@@ -53,9 +53,13 @@ async fn data_from_the_future_is_reported_and_never_taken_as_fresh() {
         "the stand-in exporter scraped",
         Duration::from_secs(30),
         || async {
-            let o = observe(&client, &queries, Duration::from_secs(10))
-                .await
-                .ok()?;
+            let o = observe(
+                &client,
+                &queries,
+                &Freshness::uniform(Duration::from_secs(10)),
+            )
+            .await
+            .ok()?;
             o.get(&ProviderKey::new("c", "ok")).is_some().then_some(o)
         },
     )

@@ -1,5 +1,6 @@
-//! Fuzzing, as property tests, of the two parsers fed by other programs: Prometheus answers
-//! (`prometheus_api::decode`) and HAProxy's `show stat` replies (`haproxy::parse_stat`). Arbitrary
+//! Fuzzing, as property tests, of the parsers fed by other programs: Prometheus answers to
+//! instant and range queries (`prometheus_api::decode`, `decode_matrix`) and HAProxy's
+//! `show stat` replies (`haproxy::parse_stat`). Arbitrary
 //! bytes, structured-but-wrong answers and mutated real ones must never panic, must give bounded
 //! output, and must fail with a named error.
 //!
@@ -13,9 +14,30 @@
 #![allow(clippy::unwrap_used)]
 
 use actuator::haproxy::{parse_stat, HaproxyError};
-use actuator::prometheus_api::{decode, parse_value, PrometheusError, QueryResult, MAX_SAMPLES};
+use actuator::prometheus_api::{
+    decode, decode_matrix, parse_value, PrometheusError, QueryResult, Series, MAX_POINTS,
+    MAX_SAMPLES,
+};
 use proptest::prelude::*;
 use serde_json::{json, Value};
+
+/// Checks what every failed decode must satisfy: a named error, never a transport one, and a
+/// short quote of a body that is not JSON.
+fn check_error(status: u16, error: PrometheusError) {
+    match error {
+        PrometheusError::NotJson { status: s, snippet } => {
+            assert_eq!(s, status);
+            assert!(snippet.chars().count() <= 120, "{snippet:?}");
+        }
+        PrometheusError::Api { .. }
+        | PrometheusError::Unexpected(_)
+        | PrometheusError::TooManySamples
+        | PrometheusError::TooManyPoints
+        | PrometheusError::LabelsTooLarge
+        | PrometheusError::StringTooLong => {}
+        e => panic!("decoding cannot fail with a transport error: {e}"),
+    }
+}
 
 /// Checks what every decode must satisfy and returns the samples, if any.
 fn decode_checked(status: u16, body: &[u8]) -> Option<QueryResult> {
@@ -25,19 +47,25 @@ fn decode_checked(status: u16, body: &[u8]) -> Option<QueryResult> {
             Some(QueryResult::Vector(samples))
         }
         Ok(scalar) => Some(scalar),
-        Err(PrometheusError::NotJson { status: s, snippet }) => {
-            assert_eq!(s, status);
-            assert!(snippet.chars().count() <= 120, "{snippet:?}");
+        Err(e) => {
+            check_error(status, e);
             None
         }
-        Err(
-            PrometheusError::Api { .. }
-            | PrometheusError::Unexpected(_)
-            | PrometheusError::TooManySamples
-            | PrometheusError::LabelsTooLarge
-            | PrometheusError::StringTooLong,
-        ) => None,
-        Err(e) => panic!("decoding cannot fail with a transport error: {e}"),
+    }
+}
+
+/// Checks what every range decode must satisfy and returns the series, if any.
+fn decode_matrix_checked(status: u16, body: &[u8]) -> Option<Vec<Series>> {
+    match decode_matrix(status, body) {
+        Ok(series) => {
+            assert!(series.len() <= MAX_SAMPLES);
+            assert!(series.iter().map(|s| s.points.len()).sum::<usize>() <= MAX_POINTS);
+            Some(series)
+        }
+        Err(e) => {
+            check_error(status, e);
+            None
+        }
     }
 }
 
@@ -102,6 +130,49 @@ fn envelope() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A series of a matrix, well formed or wrong in one of the ways an answer can be.
+fn series() -> impl Strategy<Value = Value> {
+    let point = prop_oneof![
+        (any::<f64>(), "[0-9.eE+\\-]{0,6}|NaN|\\+Inf|-Inf|Inf").prop_map(|(t, v)| json!([t, v])),
+        any_json(),
+    ];
+    let values = prop_oneof![
+        prop::collection::vec(point, 0..6).prop_map(Value::Array),
+        any_json(),
+    ];
+    let metric = prop_oneof![
+        prop::collection::btree_map("[a-z_]{0,6}", "[ -~]{0,8}", 0..4).prop_map(|m| json!(m)),
+        any_json(),
+    ];
+    (metric, values).prop_map(|(metric, values)| json!({"metric": metric, "values": values}))
+}
+
+/// A range answer's envelope around a matrix, or around something else.
+fn matrix_envelope() -> impl Strategy<Value = Value> {
+    let kind = prop_oneof![Just(json!("matrix")), Just(json!("vector")), any_json()];
+    let result = prop_oneof![
+        prop::collection::vec(series(), 0..5).prop_map(Value::Array),
+        any_json(),
+    ];
+    (kind, result).prop_map(|(kind, result)| {
+        json!({"status": "success", "data": {"resultType": kind, "result": result}})
+    })
+}
+
+/// A valid range answer's body, for mutation.
+fn valid_matrix(n: usize) -> Vec<u8> {
+    let series: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"metric": {"chain": "c", "provider": format!("p{i}")},
+                        "values": [[1.5, "0.25"], [3.5, "NaN"], [5.5, "+Inf"]]})
+        })
+        .collect();
+    serde_json::to_vec(
+        &json!({"status": "success", "data": {"resultType": "matrix", "result": series}}),
+    )
+    .unwrap()
+}
+
 /// A valid answer's body, for mutation.
 fn valid_answer(n: usize) -> Vec<u8> {
     let samples: Vec<Value> = (0..n)
@@ -140,17 +211,50 @@ proptest! {
     #[test]
     fn prometheus_mutated_answers(
         n in 0usize..8,
+        range in any::<bool>(),
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in any::<prop::sample::Index>(),
     ) {
-        let mut body = valid_answer(n);
+        let mut body = if range { valid_matrix(n) } else { valid_answer(n) };
         for (at, byte) in edits {
             let i = at.index(body.len());
             body[i] = byte;
         }
         let cut = cut.index(body.len() + 1);
-        decode_checked(200, &body[..cut]);
-        decode_checked(503, &body);
+        for (status, body) in [(200, &body[..cut]), (503, &body[..])] {
+            decode_checked(status, body);
+            decode_matrix_checked(status, body);
+        }
+    }
+
+    #[test]
+    fn prometheus_range_arbitrary_bytes(status in 100u16..600, body in prop::collection::vec(any::<u8>(), 0..512)) {
+        decode_matrix_checked(status, &body);
+    }
+
+    #[test]
+    fn prometheus_range_structured_but_wrong(answer in matrix_envelope()) {
+        let body = serde_json::to_vec(&answer).unwrap();
+        let decoded = decode_matrix_checked(200, &body);
+        if answer["data"]["resultType"] != "matrix" {
+            prop_assert!(decoded.is_none(), "a range answer holds a matrix");
+        }
+        if let Some(series) = decoded {
+            let sent = answer["data"]["result"].as_array().unwrap();
+            prop_assert_eq!(series.len(), sent.len());
+            for (kept, sent) in series.iter().zip(sent) {
+                let sent = sent["values"].as_array().unwrap();
+                prop_assert_eq!(kept.points.len(), sent.len());
+                for ((t, v), sent) in kept.points.iter().zip(sent) {
+                    let expected = parse_value(sent[1].as_str().unwrap()).unwrap();
+                    let sent_t = sent[0].as_f64().unwrap();
+                    prop_assert!((t - sent_t).abs() <= sent_t.abs() * 1e-12, "{} vs {}", t, sent_t);
+                    prop_assert!(*v == expected || (v.is_nan() && expected.is_nan()));
+                }
+            }
+        }
+        prop_assert!(decode(200, &body).is_err() || answer["data"]["resultType"] != "matrix",
+            "an instant decode never takes a matrix");
     }
 
     #[test]

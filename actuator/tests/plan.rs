@@ -9,6 +9,7 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+use actuator::client_signal::ClientCounters;
 use actuator::haproxy::{BackendStat, ServerStat, WeightWrite};
 use actuator::observe::{Observations, ProviderKey};
 use actuator::plan::{plan, MemoryBook, Plan, PlanInput};
@@ -46,7 +47,8 @@ fn backend(algorithm: &str, servers: &[(&str, u32)]) -> BackendStat {
                 let stat = ServerStat {
                     weight: *weight,
                     status: "UP".into(),
-                    selected_total: 0,
+                    counters: None,
+                    backup: false,
                 };
                 (name.to_string(), stat)
             })
@@ -80,6 +82,7 @@ fn run(case: &Case, memory: &MemoryBook, now: f64) -> Plan {
         memory,
         static_backends: &static_backends,
         now,
+        signal_window: 3.0,
     })
 }
 
@@ -132,17 +135,27 @@ fn each_provider_meets_its_own_server_and_only_changes_are_written() {
 
 #[test]
 fn servers_missing_on_either_side_are_reported_and_left_alone() {
+    let mut stat = backend(
+        "roundrobin",
+        &[("p1", 100), ("p2", 100), ("extra", 100), ("p2-backup", 100)],
+    );
+    if let Some(s) = stat.servers.get_mut("p2-backup") {
+        s.backup = true;
+    }
     let case = Case {
         observations: vec![("a", "p1", down()), ("a", "p2", healthy())],
-        haproxy: vec![(
-            "ba",
-            backend("roundrobin", &[("p1", 100), ("p2", 100), ("extra", 100)]),
-        )],
+        haproxy: vec![("ba", stat)],
         static_backends: vec![],
     };
     let p = run(&case, &MemoryBook::new(), 0.0);
     let a = &p.report.backends[0];
     assert_eq!(a.not_configured, vec!["extra".to_owned()]);
+    assert_eq!(
+        a.backups,
+        vec!["p2-backup".to_owned()],
+        "an HAProxy backup entry is its own last resort, not a mismatch"
+    );
+    assert!(!p.writes.iter().any(|w| w.server == "p2-backup"));
     assert!(!a.servers[2].in_haproxy, "p3 has no server");
     assert_eq!(a.servers[2].verdict, Verdict::NoData);
     assert_eq!(
@@ -266,5 +279,75 @@ fn memory_carries_an_ejection_into_the_next_cycle() {
     assert_eq!(
         forgetful.report.backends[0].servers[0].verdict,
         Verdict::Healthy
+    );
+}
+
+/// Backend `ba` with every server at weight 100 and `lbtot` = `selected`, `hrsp_5xx` = `failed`.
+fn with_counters(selected: [u64; 3], failed: [u64; 3]) -> Case {
+    let mut stat = backend("roundrobin", &[("p1", 100), ("p2", 100), ("p3", 100)]);
+    for ((server, selected), failed) in ["p1", "p2", "p3"].iter().zip(selected).zip(failed) {
+        if let Some(s) = stat.servers.get_mut(*server) {
+            s.counters = Some(ClientCounters {
+                selected,
+                server_errors: failed,
+                ..Default::default()
+            });
+        }
+    }
+    Case {
+        observations: vec![
+            ("a", "p1", healthy()),
+            ("a", "p2", healthy()),
+            ("a", "p3", healthy()),
+        ],
+        haproxy: vec![("ba", stat)],
+        static_backends: vec![],
+    }
+}
+
+#[test]
+fn haproxy_counters_carried_between_cycles_give_the_demand_and_what_clients_see() {
+    let first = run(
+        &with_counters([100, 100, 100], [0, 0, 0]),
+        &MemoryBook::new(),
+        0.0,
+    );
+    assert_eq!(
+        first.report.backends[0].demand, None,
+        "one snapshot is no rate"
+    );
+    // Two seconds later: 20 requests each, p2 failed 10 of its 20.
+    let second = run(
+        &with_counters([120, 120, 120], [0, 10, 0]),
+        &first.memory,
+        2.0,
+    );
+    let b = &second.report.backends[0];
+    assert_eq!(b.demand, Some(30.0));
+    assert_eq!(
+        b.servers[1].clients.and_then(|c| c.failed_ratio()),
+        Some(0.5)
+    );
+    assert_eq!(
+        b.servers[1].verdict,
+        Verdict::Ejected(EjectReason::ClientErrors),
+        "half its clients fail while its probes pass"
+    );
+    assert!(second
+        .writes
+        .contains(&write("ba", "p2", WeightCommand::Absolute(0))));
+    // HAProxy restarted (counters back near zero): no evidence, and nobody else is ejected.
+    let third = run(&with_counters([3, 3, 3], [0, 0, 0]), &second.memory, 3.0);
+    let b = &third.report.backends[0];
+    assert_eq!(b.demand, None);
+    assert!(b.servers.iter().all(|s| s.clients.is_none()), "no evidence");
+    assert_eq!(b.servers[0].verdict, Verdict::Healthy);
+    assert_eq!(
+        b.servers[1].verdict,
+        Verdict::Readmitting {
+            reason: EjectReason::ClientErrors,
+            streak: 1
+        },
+        "p2 stays out for its hold, on its probes' health"
     );
 }

@@ -10,7 +10,7 @@ use actuator::policy::{
     breach, decide, weight_to_write, EjectReason, Memory, Observation, ServerInput, Verdict,
     WeightCommand,
 };
-use common::config::{PolicyConfig, Weighting};
+use common::config::{PolicyConfig, Tier, Weighting};
 use proptest::prelude::*;
 use support::healthy;
 
@@ -24,6 +24,10 @@ fn input(observation: Option<Observation>) -> ServerInput {
         current_weight: Some(100),
         haproxy_up: true,
         memory: Memory::default(),
+        tier: Tier::PRIMARY,
+        max_rps: None,
+        clients: None,
+        limits_apply: true,
     }
 }
 
@@ -217,10 +221,9 @@ fn run(p: &PolicyConfig, seconds: u32, bad: impl Fn(u32) -> bool) -> (Vec<u32>, 
             ..healthy()
         };
         let s = ServerInput {
-            observation: Some(o),
             current_weight: Some(weight),
-            haproxy_up: true,
             memory,
+            ..input(Some(o))
         };
         let d = decide(p, &[s, other], f64::from(t));
         if let Some(WeightCommand::Absolute(w)) =
@@ -312,8 +315,8 @@ fn a_noisy_latency_near_a_bucket_edge_barely_moves_the_weight() {
                     ..healthy()
                 }),
                 current_weight: Some(weights[i]),
-                haproxy_up: true,
                 memory: memories[i],
+                ..input(None)
             })
             .collect();
         let d = decide(&p, &servers, f64::from(t));
@@ -551,7 +554,6 @@ fn server() -> impl Strategy<Value = ServerInput> {
             )| ServerInput {
                 observation,
                 current_weight,
-                haproxy_up: true,
                 memory: Memory {
                     ejected,
                     healthy_streak,
@@ -567,7 +569,9 @@ fn server() -> impl Strategy<Value = ServerInput> {
                         since: 0.0,
                         bucket,
                     }),
+                    ..Memory::default()
                 },
+                ..input(None)
             },
         )
 }

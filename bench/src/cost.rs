@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actuator::cycle::{Actuator, Mode};
+use actuator::metrics::Stage;
 use common::config::Config;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -169,8 +170,6 @@ pub struct ActuatorCost {
     pub peak_rss_mib: f64,
 }
 
-const STAGES: [&str; 4] = ["prometheus", "policy", "haproxy_read", "haproxy_write"];
-
 /// Lateness of each probe against its chain's round schedule: rounds are `INTERVAL` apart from
 /// the chain's first probe in the window.
 fn jitter_p99_ms(arrivals: &[(usize, Instant)]) -> f64 {
@@ -282,25 +281,29 @@ pub async fn measure(n: usize, measure: Duration) -> anyhow::Result<(ExporterCos
     for _ in 0..11 {
         actuator.cycle(Mode::Apply).await?;
         cycles.push(
-            STAGES
+            Stage::ALL
                 .iter()
                 .map(|s| {
                     1000.0
                         * actuator
                             .metrics
-                            .stage_duration
-                            .with_label_values(&[s])
+                            .stage_duration(*s)
                             .get()
+                            .unwrap_or(f64::NAN)
                 })
                 .collect(),
         );
     }
-    let stages = STAGES
+    let stages = Stage::ALL
         .iter()
         .enumerate()
         .map(|(i, s)| {
             let steady: Vec<f64> = cycles[1..].iter().map(|c| c[i]).collect();
-            (*s, cycles[0][i], quantile(&steady, 0.5).unwrap_or(f64::NAN))
+            (
+                s.as_str(),
+                cycles[0][i],
+                quantile(&steady, 0.5).unwrap_or(f64::NAN),
+            )
         })
         .collect();
     let binary = spawn(dir.path(), "ethrpc-actuator", "actuator", &actuator_text)?;

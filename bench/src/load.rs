@@ -15,6 +15,8 @@ pub struct Sample {
     pub started: Instant,
     pub latency: Duration,
     pub ok: bool,
+    /// Answered HTTP 429 (rate limited).
+    pub rate_limited: bool,
 }
 
 /// A running load; stops on drop.
@@ -24,23 +26,28 @@ pub struct Load {
 }
 
 impl Load {
-    /// `rate` requests per second to `http://127.0.0.1:port`.
-    pub fn start(port: u16, rate: u32) -> Self {
+    /// `rate` requests per second to `http://127.0.0.1:port`, each a call of `method` (one that
+    /// takes no parameters).
+    pub fn start(port: u16, rate: u32, method: &str) -> Self {
         let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
         let recorded = samples.clone();
         let url = format!("http://127.0.0.1:{port}");
+        let method = method.to_owned();
         let task = tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .pool_max_idle_per_host(64)
                 .build()
                 .expect("HTTP client");
-            let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+            let body =
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []})
+                    .to_string();
             let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
             ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
             loop {
                 ticker.tick().await;
                 let (client, url, recorded) = (client.clone(), url.clone(), recorded.clone());
+                let body = body.clone();
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let reply = client
@@ -49,6 +56,9 @@ impl Load {
                         .body(body)
                         .send()
                         .await;
+                    let rate_limited = reply
+                        .as_ref()
+                        .is_ok_and(|r| r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS);
                     let ok = match reply {
                         Ok(r) if r.status().is_success() => {
                             r.text().await.is_ok_and(|t| t.contains("\"result\""))
@@ -59,6 +69,7 @@ impl Load {
                         started,
                         latency: started.elapsed(),
                         ok,
+                        rate_limited,
                     };
                     recorded
                         .lock()
@@ -93,6 +104,8 @@ pub struct ClientSummary {
     /// Latencies in seconds.
     pub latencies: Vec<f64>,
     pub failed: usize,
+    /// Of the failed, those answered HTTP 429.
+    pub rate_limited: usize,
 }
 
 impl ClientSummary {
@@ -100,6 +113,7 @@ impl ClientSummary {
         Self {
             latencies: samples.iter().map(|s| s.latency.as_secs_f64()).collect(),
             failed: samples.iter().filter(|s| !s.ok).count(),
+            rate_limited: samples.iter().filter(|s| s.rate_limited).count(),
         }
     }
 
@@ -107,6 +121,7 @@ impl ClientSummary {
     pub fn merge(mut self, other: &ClientSummary) -> Self {
         self.latencies.extend_from_slice(&other.latencies);
         self.failed += other.failed;
+        self.rate_limited += other.rate_limited;
         self
     }
 

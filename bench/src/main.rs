@@ -3,12 +3,14 @@
 //! Prints Markdown tables and, with `--out`, writes them to a file (bench/RESULTS.md) and the
 //! timelines next to it.
 
+mod backtest;
 mod cost;
 mod failover;
 mod flap;
 mod load;
 mod noisy;
 mod recorder;
+mod routing;
 mod stack;
 mod stats;
 mod timeline;
@@ -42,8 +44,8 @@ struct Cli {
     /// Length of the flap run.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     flap: Duration,
-    /// Smoke test: the ethrpc arm only, a 20 s `noisy` part and one `stall` trial with a 15 s
-    /// window.
+    /// Smoke test: the ethrpc arm only, a 20 s `noisy` part, one `stall` trial with a 15 s
+    /// window, a 2 h backtest, and the routing scenarios side by side on one stack (about 45 s).
     #[arg(long)]
     short: bool,
     /// Parts to run.
@@ -51,7 +53,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "noisy,failover,flap,exporter,actuator"
+        default_value = "noisy,failover,flap,exporter,actuator,backtest,routing"
     )]
     parts: Vec<Part>,
     /// Also write the report here (and the timelines next to it).
@@ -67,6 +69,10 @@ enum Part {
     Flap,
     Exporter,
     Actuator,
+    /// `ethrpc-actuator backtest` over a day of backfilled history (two hours with `--short`).
+    Backtest,
+    /// Tiers, plan limits and passive signals: the `ratelimit`, `tiers` and `passive` scenarios.
+    Routing,
 }
 
 impl Cli {
@@ -271,7 +277,9 @@ fn merge(previous: &str, parts: &[(&str, String)]) -> String {
          - Machine: {}\n\n",
         machine()
     );
-    for name in ["setup", "noisy", "failover", "flap", "cost"] {
+    for name in [
+        "setup", "noisy", "failover", "flap", "cost", "backtest", "routing",
+    ] {
         let (open, close) = (
             format!("<!-- part:{name} -->\n"),
             format!("<!-- /part:{name} -->\n"),
@@ -315,6 +323,14 @@ async fn main() -> anyhow::Result<()> {
         let mut text = stamp.clone();
         costs(&mut text).await?;
         parts.push(("cost", text));
+    }
+    if cli.short || cli.wants(Part::Backtest) {
+        let text = backtest::run(cli.short).await?;
+        parts.push(("backtest", format!("{stamp}{text}")));
+    }
+    if cli.wants(Part::Routing) {
+        let text = routing::run(cli.short, cli.out.as_deref()).await?;
+        parts.push(("routing", format!("{stamp}{text}")));
     }
     for (_, text) in &parts {
         print!("{text}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actuator::haproxy::{BackendStat, Haproxy};
 use tokio::task::JoinHandle;
 
-use crate::stack::SERVERS;
+use crate::stack::{backup_twin, SERVERS};
 
 pub const EVERY: Duration = Duration::from_millis(100);
 
@@ -46,7 +46,8 @@ pub struct Snapshot {
     pub arms: Vec<[ServerSample; 3]>,
 }
 
-/// `backends`' servers from one `show stat`; `None` if any is missing (a failed read).
+/// `backends`' servers from one `show stat`; `None` if any is missing (a failed read). A
+/// provider's backup twin, when there is one, counts into its requests: both are the provider.
 fn snapshot(
     at: Instant,
     stat: &std::collections::BTreeMap<String, BackendStat>,
@@ -58,10 +59,14 @@ fn snapshot(
         let mut row = [ServerSample::default(); 3];
         for (sample, name) in row.iter_mut().zip(SERVERS) {
             let st = servers.get(name)?;
+            let twin = servers
+                .get(&backup_twin(name))
+                .and_then(|t| t.counters)
+                .map_or(0, |c| c.selected);
             *sample = ServerSample {
                 weight: st.weight,
                 down: st.status.starts_with("DOWN") || st.status.starts_with("MAINT"),
-                selected: st.selected_total,
+                selected: st.counters.map_or(0, |c| c.selected) + twin,
             };
         }
         arms.push(row);

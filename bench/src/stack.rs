@@ -3,7 +3,9 @@
 //! see `testkit/NOISE.md`) sharing the arm's replica node, and an HAProxy frontend and backend run
 //! with the shipped `defaults` and backend options; one exporter probing every arm, one Prometheus
 //! scraping every second, an actuator for the `ethrpc` and the `seed` arms, a client load per arm
-//! and a record of HAProxy's view.
+//! and a record of HAProxy's view. What an arm runs is an [`ArmSpec`]: the failover, flap and
+//! noisy parts use [`ArmSpec::standard`]; the routing part varies providers, tiers, plan limits
+//! and backend options.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -49,44 +51,121 @@ impl Arm {
             Arm::HaproxyOnly => "haproxy-only",
         }
     }
+}
 
-    pub fn backend(self) -> String {
-        format!("be-{}", self.name())
+/// The method the client load calls unless an arm says otherwise.
+pub const CLIENT_METHOD: &str = "eth_blockNumber";
+
+/// One provider of an arm: its noise, and what its `[[chain.provider]]` says besides its name
+/// and URL.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    pub noise: Noise,
+    pub tier: u8,
+    pub max_rps: Option<f64>,
+    /// Also in HAProxy as `NAME-backup`, a `backup` server at full weight that the actuator does
+    /// not know: HAProxy sends it traffic whenever no other server is usable.
+    pub backup_twin: bool,
+}
+
+impl ProviderSpec {
+    /// A healthy paid provider (tier 1, no plan limit) with this median latency.
+    pub fn paid(median_ms: u64) -> Self {
+        Self {
+            noise: Noise::paid_provider(Duration::from_millis(median_ms)),
+            tier: 1,
+            max_rps: None,
+            backup_twin: false,
+        }
+    }
+}
+
+/// What one arm runs.
+#[derive(Debug, Clone)]
+pub struct ArmSpec {
+    /// Who sets the weights.
+    pub arm: Arm,
+    /// Its frontend (`fe-NAME`), backend (`be-NAME`) and chain are named after it.
+    pub name: &'static str,
+    /// In [`SERVERS`] order.
+    pub providers: [ProviderSpec; 3],
+    /// Lines added to the shipped backend's options, e.g. `default-server observe layer7`.
+    pub backend_options: &'static str,
+    /// The chain's policy keys for an `ethrpc` actuator.
+    pub policy: String,
+    /// Extra `[actuator]` keys for an `ethrpc` actuator.
+    pub actuator: &'static str,
+    /// What the client load calls.
+    pub client_method: &'static str,
+}
+
+impl ArmSpec {
+    /// The arm of the noisy, failover and flap parts: three healthy paid providers with
+    /// [`MEDIANS_MS`], all primaries.
+    pub fn standard(arm: Arm) -> Self {
+        Self {
+            arm,
+            name: arm.name(),
+            providers: MEDIANS_MS.map(ProviderSpec::paid),
+            backend_options: "",
+            policy: ETHRPC_POLICY.to_owned(),
+            actuator: "",
+            client_method: CLIENT_METHOD,
+        }
     }
 }
 
 /// One arm's providers and frontend.
 pub struct ArmStack {
     pub arm: Arm,
+    pub spec: ArmSpec,
     pub nodes: Vec<Anvil>,
     pub proxies: Vec<FaultProxy>,
     pub frontend_port: u16,
+    /// Its actuator's HTTP port; `None` for HAProxy alone.
+    pub actuator_port: Option<u16>,
     /// The nodes a block or two behind that the proxies answer some reads from.
     _replica: Anvil,
 }
 
 impl ArmStack {
-    async fn start(arm: Arm) -> Self {
+    async fn start(spec: ArmSpec) -> Self {
         let nodes = Anvil::start_mining_together(3, CHAIN_ID).await;
         let replica = Anvil::start(CHAIN_ID).await;
         let mut proxies = Vec::new();
-        for (node, median) in nodes.iter().zip(MEDIANS_MS) {
+        for (node, provider) in nodes.iter().zip(&spec.providers) {
             proxies.push(
                 FaultProxy::start_noisy(
                     format!("127.0.0.1:{}", node.port),
                     Some(format!("127.0.0.1:{}", replica.port)),
-                    Noise::paid_provider(Duration::from_millis(median)),
+                    provider.noise.clone(),
                 )
                 .await,
             );
         }
         Self {
-            arm,
+            arm: spec.arm,
+            actuator_port: (spec.arm != Arm::HaproxyOnly).then(free_port),
+            spec,
             nodes,
             proxies,
             frontend_port: free_port(),
             _replica: replica,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    pub fn backend(&self) -> String {
+        format!("be-{}", self.spec.name)
+    }
+
+    /// The actuator's page (what `ethrpc-actuator explain` prints); `None` for HAProxy alone or
+    /// when it does not answer.
+    pub async fn explain(&self) -> Option<String> {
+        get_text(&format!("http://127.0.0.1:{}/", self.actuator_port?)).await
     }
 
     /// What the noise did to this arm's providers so far, all three together.
@@ -101,6 +180,7 @@ impl ArmStack {
                 hangs: a.hangs + b.hangs,
                 rate_limited: a.rate_limited + b.rate_limited,
                 flap_errors: a.flap_errors + b.flap_errors,
+                method_errors: a.method_errors + b.method_errors,
             })
     }
 }
@@ -108,7 +188,6 @@ impl ArmStack {
 /// The whole stack; every process stops on drop.
 pub struct Stack {
     pub arms: Vec<ArmStack>,
-    pub actuator_ports: Vec<(Arm, u16)>,
     /// One client load per arm, in `arms` order.
     pub loads: Vec<Load>,
     pub recorder: Recorder,
@@ -168,17 +247,32 @@ fn shipped_backend_options() -> anyhow::Result<String> {
     Ok(options)
 }
 
+/// The name of a provider's `backup` twin in HAProxy.
+pub fn backup_twin(server: &str) -> String {
+    format!("{server}-backup")
+}
+
 fn haproxy_sections(arms: &[ArmStack], options: &str) -> String {
     let mut text = String::new();
     for a in arms {
-        let backend = a.arm.backend();
+        let backend = a.backend();
         text.push_str(&format!(
             "frontend fe-{name}\n  bind 127.0.0.1:{port}\n  default_backend {backend}\nbackend {backend}\n{options}",
-            name = a.arm.name(),
+            name = a.name(),
             port = a.frontend_port,
         ));
-        for (server, proxy) in SERVERS.iter().zip(&a.proxies) {
+        for line in a.spec.backend_options.lines() {
+            text.push_str(&format!("  {}\n", line.trim()));
+        }
+        for ((server, proxy), provider) in SERVERS.iter().zip(&a.proxies).zip(&a.spec.providers) {
             text.push_str(&format!("  server {server} 127.0.0.1:{}\n", proxy.port));
+            if provider.backup_twin {
+                text.push_str(&format!(
+                    "  server {} 127.0.0.1:{} backup\n",
+                    backup_twin(server),
+                    proxy.port
+                ));
+            }
         }
     }
     text
@@ -187,14 +281,18 @@ fn haproxy_sections(arms: &[ArmStack], options: &str) -> String {
 fn chain_section(a: &ArmStack, policy: &str) -> String {
     let mut text = format!(
         "[[chain]]\nname = \"{name}\"\nchain_id = {CHAIN_ID}\nbackend = \"{backend}\"\n{policy}",
-        name = a.arm.name(),
-        backend = a.arm.backend()
+        name = a.name(),
+        backend = a.backend()
     );
-    for (server, proxy) in SERVERS.iter().zip(&a.proxies) {
+    for ((server, proxy), provider) in SERVERS.iter().zip(&a.proxies).zip(&a.spec.providers) {
         text.push_str(&format!(
-            "[[chain.provider]]\nname = \"{server}\"\nurl = \"{}\"\n",
-            proxy.url()
+            "[[chain.provider]]\nname = \"{server}\"\nurl = \"{}\"\ntier = {}\n",
+            proxy.url(),
+            provider.tier
         ));
+        if let Some(rps) = provider.max_rps {
+            text.push_str(&format!("max_rps = {rps}\n"));
+        }
     }
     text
 }
@@ -202,7 +300,7 @@ fn chain_section(a: &ArmStack, policy: &str) -> String {
 const EXPORTER: &str = "[exporter]\nprobe_interval = \"1s\"\nprobe_timeout = \"2s\"\n";
 
 /// The bench's policy for the ethrpc arm (1 s blocks).
-const ETHRPC_POLICY: &str = "max_block_lag = 2\nmax_block_age = \"5s\"\n";
+pub const ETHRPC_POLICY: &str = "max_block_lag = 2\nmax_block_age = \"5s\"\n";
 
 /// The seed, as configuration: equal weights, eject on block age ≥ 150 s or latency ≥ 3 s only
 /// (up, chain id, lag and errors are queried as always-fine), no readmission delay or slow start.
@@ -219,13 +317,19 @@ const SEED_QUERIES: &str = "[actuator.queries]\n\
 const STILL: Duration = Duration::from_secs(5);
 
 impl Stack {
-    /// Starts the arms and everything around them, a client load of `rate` requests/s per arm,
-    /// and waits until every arm is in service.
+    /// Starts the [standard](ArmSpec::standard) arms and everything around them, a client load
+    /// of `rate` requests/s per arm, and waits until every arm is in service.
     pub async fn start(arms: &[Arm], rate: u32) -> anyhow::Result<Self> {
+        Self::start_specs(arms.iter().map(|a| ArmSpec::standard(*a)).collect(), rate).await
+    }
+
+    /// Starts `specs`' arms and everything around them, a client load of `rate` requests/s per
+    /// arm, and waits until every arm is in service.
+    pub async fn start_specs(specs: Vec<ArmSpec>, rate: u32) -> anyhow::Result<Self> {
         let dir = TempDir::new("bench");
         let mut stacks = Vec::new();
-        for &arm in arms {
-            stacks.push(ArmStack::start(arm).await);
+        for spec in specs {
+            stacks.push(ArmStack::start(spec).await);
         }
         let haproxy_process =
             HaproxyProcess::start_shipped(&haproxy_sections(&stacks, &shipped_backend_options()?))
@@ -242,45 +346,42 @@ impl Stack {
         }
         let exporter = spawn(dir.path(), "ethrpc-exporter", "exporter", &text)?;
 
-        let actuated: Vec<(Arm, u16)> = arms
-            .iter()
-            .filter(|a| **a != Arm::HaproxyOnly)
-            .map(|a| (*a, free_port()))
-            .collect();
         let mut targets = vec![("ethrpc-exporter", format!("127.0.0.1:{exporter_port}"))];
         targets.extend(
-            actuated
+            stacks
                 .iter()
-                .map(|(_, port)| ("ethrpc-actuator", format!("127.0.0.1:{port}"))),
+                .filter_map(|a| a.actuator_port)
+                .map(|port| ("ethrpc-actuator", format!("127.0.0.1:{port}"))),
         );
         let prometheus = PrometheusProcess::start(&targets, &[]).await;
 
         let mut actuators = Vec::new();
-        for (arm, port) in &actuated {
-            let a = stacks.iter().find(|s| s.arm == *arm).expect("arm started");
-            let (interval, policy, queries) = match arm {
+        for a in &stacks {
+            let Some(port) = a.actuator_port else {
+                continue;
+            };
+            let (interval, policy, extra) = match a.arm {
                 Arm::Seed => ("60s", SEED_POLICY, SEED_QUERIES),
-                _ => ("1s", ETHRPC_POLICY, ""),
+                _ => ("1s", a.spec.policy.as_str(), a.spec.actuator),
             };
             let text = format!(
-                "{EXPORTER}[actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"{interval}\"\nlisten = \"127.0.0.1:{port}\"\n{queries}{}",
+                "{EXPORTER}[actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"{interval}\"\nlisten = \"127.0.0.1:{port}\"\n{extra}{}",
                 prometheus.url(),
                 haproxy_process.admin_socket.display(),
                 chain_section(a, policy)
             );
-            let stem = format!("actuator-{}", arm.name());
+            let stem = format!("actuator-{}", a.name());
             actuators.push(spawn(dir.path(), "ethrpc-actuator", &stem, &text)?);
         }
         let stack = Self {
             loads: stacks
                 .iter()
-                .map(|a| Load::start(a.frontend_port, rate))
+                .map(|a| Load::start(a.frontend_port, rate, a.spec.client_method))
                 .collect(),
-            recorder: Recorder::start(haproxy, stacks.iter().map(|a| a.arm.backend()).collect()),
+            recorder: Recorder::start(haproxy, stacks.iter().map(ArmStack::backend).collect()),
             arms: stacks,
             _haproxy_process: haproxy_process,
             _prometheus: prometheus,
-            actuator_ports: actuated,
             _exporter: exporter,
             _actuators: actuators,
             _dir: dir,
@@ -308,19 +409,24 @@ impl Stack {
         )
     }
 
-    /// Every server of every arm in rotation, and the ethrpc actuator judging all of its servers
-    /// healthy (not ejected, readmitting or in slow start).
+    /// Every primary (tier 1) of every arm in rotation, and each ethrpc actuator judging all of
+    /// its servers healthy (not ejected, readmitting or in slow start) or standing by.
     async fn in_service(&self) -> bool {
         let Some(weights) = self.weights() else {
             return false;
         };
-        if weights.iter().flatten().any(|w| *w == 0) {
-            return false;
-        }
-        for (arm, port) in &self.actuator_ports {
-            if *arm == Arm::Ethrpc {
-                let page = get_text(&format!("http://127.0.0.1:{port}/")).await;
-                if page.is_none_or(|p| p.matches(" healthy ").count() != SERVERS.len()) {
+        for (a, weights) in self.arms.iter().zip(&weights) {
+            let primaries = a.spec.providers.iter().zip(weights);
+            if primaries.filter(|(p, _)| p.tier == 1).any(|(_, w)| *w == 0) {
+                return false;
+            }
+            if a.arm == Arm::Ethrpc {
+                let settled =
+                    |p: &str| p.matches(" healthy ").count() + p.matches(" standby ").count();
+                if a.explain()
+                    .await
+                    .is_none_or(|p| settled(&p) != SERVERS.len())
+                {
                     return false;
                 }
             }
@@ -356,7 +462,7 @@ impl Stack {
     /// `ethrpc_actuator_weight_writes_total` per server (in [`SERVERS`] order) of an actuated
     /// arm; `None` for HAProxy alone.
     pub async fn weight_writes(&self, arm: Arm) -> Option<[f64; 3]> {
-        let (_, port) = self.actuator_ports.iter().find(|(a, _)| *a == arm)?;
+        let port = self.arms.iter().find(|a| a.arm == arm)?.actuator_port?;
         let text = get_text(&format!("http://127.0.0.1:{port}/metrics"))
             .await
             .unwrap_or_default();

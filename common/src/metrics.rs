@@ -2,13 +2,9 @@
 //! values ([`Gauge`], [`Counter`], [`Histogram`]) with their label text rendered once
 //! ([`Labels`]), and writes `/metrics` straight from them into one string ([`Exposition`]): no
 //! per-scrape copy of every series, which at a thousand providers cost more than the probing.
-//! The actuator still uses the `prometheus` crate's registry ([`gauge_vec`], [`counter_vec`],
-//! [`render`]).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// The bits of a NaN that a [`Gauge`] never stores as a value, marking one that has none yet.
 const ABSENT: u64 = 0x7ff8_0000_0000_0001;
@@ -39,6 +35,11 @@ impl Gauge {
         } else {
             value.to_bits()
         }
+    }
+
+    /// Takes the gauge out of the exposition, as when what it measured is gone.
+    pub fn clear(&self) {
+        self.0.store(ABSENT, Relaxed);
     }
 
     /// `None` until first set.
@@ -180,6 +181,19 @@ impl Exposition {
     pub fn gauge(&mut self, name: &str, labels: &Labels, gauge: &Gauge) {
         if let Some(value) = gauge.get() {
             self.sample(name, "", labels, None, Value::Float(value));
+        }
+    }
+
+    /// A gauge with one more label, e.g. a reason from a fixed set (`value` is not escaped).
+    pub fn gauge_with(
+        &mut self,
+        name: &str,
+        labels: &Labels,
+        label: (&str, &'static str),
+        gauge: &Gauge,
+    ) {
+        if let Some(value) = gauge.get() {
+            self.sample(name, "", labels, Some(label), Value::Float(value));
         }
     }
 
@@ -344,34 +358,6 @@ fn is_metric_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-/// A gauge family registered in `registry`.
-pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let gauge = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry
-        .register(Box::new(gauge.clone()))
-        .expect("metric names are unique");
-    gauge
-}
-
-/// A counter family registered in `registry`.
-pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let counter =
-        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry
-        .register(Box::new(counter.clone()))
-        .expect("metric names are unique");
-    counter
-}
-
-/// `registry` in the Prometheus text format.
-pub fn render(registry: &Registry) -> String {
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .expect("encoding into a Vec cannot fail");
-    String::from_utf8(out).expect("the text format is UTF-8")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +376,8 @@ mod tests {
         assert_eq!(one(|o| o.gauge("m", &labels, &gauge)), "");
         gauge.set(f64::NAN);
         assert_eq!(gauge.get().map(f64::is_nan), Some(true), "NaN is a value");
+        gauge.clear();
+        assert_eq!(one(|o| o.gauge_with("m", &labels, ("r", "x"), &gauge)), "");
         gauge.set(-2.5);
         assert_eq!(
             one(|o| o.gauge("m", &labels, &gauge)),
@@ -466,7 +454,16 @@ mod tests {
         let text = one(|o| {
             o.counter("m", &Labels::new(&[]), &c);
             o.counter_with("m", &Labels::new(&[]), ("r", "x"), &c);
+            o.gauge_with(
+                "m",
+                &Labels::new(&[("a", "1")]),
+                ("r", "y"),
+                &Gauge::new(0.5),
+            );
         });
-        assert!(text.ends_with("\nm 3\nm{r=\"x\"} 3\n"), "{text}");
+        assert!(
+            text.ends_with("\nm 3\nm{r=\"x\"} 3\nm{a=\"1\",r=\"y\"} 0.5\n"),
+            "{text}"
+        );
     }
 }

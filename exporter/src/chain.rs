@@ -1,5 +1,6 @@
-//! Probing one chain: every interval a round probes all its providers at once (skipping any whose
-//! previous probe is still in flight), then derives the chain head and each provider's lag and age.
+//! Probing one chain: every interval a round probes at once all its providers that are due (each
+//! has its own [`ProviderCadence`]; any whose previous probe is still in flight is skipped), then
+//! derives the chain head and each provider's lag and age from the providers probed in it.
 //! Each request of a probe is [`confirm`]ed, and lag and age are judged on each provider's
 //! effective head ([`RecentHeads`]), so that a healthy provider's noise is not taken for failure.
 //! A block the chain cannot have reached yet is an error of the provider that answered it
@@ -17,6 +18,7 @@ use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
+use crate::cadence::ProviderCadence;
 use crate::confirm::{confirm, Confirmed};
 use crate::head::RecentHeads;
 use crate::metrics::{ChainMetrics, Metrics};
@@ -28,6 +30,9 @@ use crate::rpc::{Block, HttpClients, ProbeError, Rpc};
 /// What one probe task remembers between its runs. Held in a mutex that is locked for the
 /// whole probe, so that a provider never has two probes in flight.
 struct ProbeMemory {
+    /// The start of the round of its last probe.
+    probed_at: Option<Instant>,
+    /// The start of the round of its last successful chain-id check.
     chain_checked_at: Option<Instant>,
     chain_ok: bool,
     skip_until: Option<Instant>,
@@ -37,6 +42,7 @@ struct ProbeMemory {
 impl ProbeMemory {
     fn new(head_window: Duration) -> Self {
         Self {
+            probed_at: None,
             chain_checked_at: None,
             chain_ok: false,
             skip_until: None,
@@ -124,6 +130,8 @@ pub struct ChainProber {
     metrics: Arc<ChainMetrics>,
     /// Each provider's secrets, for the text it writes back.
     redactors: Vec<Redactor>,
+    /// When each provider is due a probe and a chain-id check.
+    cadences: Vec<ProviderCadence>,
     memories: Vec<Arc<tokio::sync::Mutex<ProbeMemory>>>,
     view: Mutex<ChainView>,
 }
@@ -147,6 +155,11 @@ impl ChainProber {
                 })
                 .collect(),
             redactors: config.providers.iter().map(Redactor::new).collect(),
+            cadences: config
+                .providers
+                .iter()
+                .map(|p| ProviderCadence::new(p, &settings))
+                .collect(),
             view: Mutex::new(ChainView {
                 providers: vec![ProviderView::default(); n],
                 ..Default::default()
@@ -187,25 +200,37 @@ impl ChainProber {
     /// One round; public so tests can drive rounds without a timer.
     pub async fn round(self: Arc<Self>, id: u64) {
         let this = &self;
+        let started = Instant::now();
         let probes = self.memories.iter().enumerate().filter_map(|(i, memory)| {
             let memory = memory.clone().try_lock_owned().ok()?; // still in flight: skip
-            Some(async move { (i, this.probe(i, memory).await) })
+            Some(async move { (i, this.probe(i, started, memory).await) })
         });
         let results: Vec<(usize, Option<Probed>)> = join_all(probes).await;
         self.finish_round(id, &results);
     }
 
-    /// `None` when not probed (honouring `Retry-After`).
-    async fn probe(&self, i: usize, mut memory: OwnedMutexGuard<ProbeMemory>) -> Option<Probed> {
-        if memory
-            .skip_until
-            .is_some_and(|until| Instant::now() < until)
+    /// Probes provider `i` in the round `started` then; `None` when not probed (not due yet, or
+    /// honouring `Retry-After`).
+    async fn probe(
+        &self,
+        i: usize,
+        started: Instant,
+        mut memory: OwnedMutexGuard<ProbeMemory>,
+    ) -> Option<Probed> {
+        let since = memory
+            .probed_at
+            .map(|at| started.saturating_duration_since(at));
+        if !self.cadences[i].probe.is_due(since)
+            || memory
+                .skip_until
+                .is_some_and(|until| Instant::now() < until)
         {
             return None;
         }
+        memory.probed_at = Some(started);
         let result = {
             let _permit = self.limiter.acquire().await.ok()?;
-            self.call(i, &mut memory).await
+            self.call(i, started, &mut memory).await
         }
         .and_then(|answer| self.plausible(&answer.0).map(|()| answer));
         memory.skip_until = result
@@ -260,6 +285,7 @@ impl ChainProber {
     async fn call(
         &self,
         i: usize,
+        started: Instant,
         memory: &mut ProbeMemory,
     ) -> Result<(Block, Duration), ProbeError> {
         let provider = &self.config.providers[i];
@@ -278,13 +304,12 @@ impl ChainProber {
             now.checked_add(s.probe_timeout)
                 .unwrap_or(now + Duration::from_secs(86_400))
         };
-        let check_due = !memory.chain_ok
-            || memory
-                .chain_checked_at
-                .is_none_or(|at| at.elapsed() >= s.chain_id_interval);
-        if check_due {
+        let since_check = memory
+            .chain_checked_at
+            .map(|at| started.saturating_duration_since(at));
+        if !memory.chain_ok || self.cadences[i].chain_id.is_due(since_check) {
             let id = self.confirmed(i, deadline(), || rpc.chain_id()).await?;
-            memory.chain_checked_at = Some(Instant::now());
+            memory.chain_checked_at = Some(started);
             memory.chain_ok = id == self.config.chain_id;
             self.metrics.providers[i]
                 .chain_id_match

@@ -1,6 +1,8 @@
 //! `ethrpc-exporter`: probes every configured Ethereum JSON-RPC provider on an interval and
 //! publishes latency, freshness, lag and errors as Prometheus metrics.
 
+pub mod budget;
+pub mod cadence;
 pub mod chain;
 pub mod confirm;
 pub mod head;

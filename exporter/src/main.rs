@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::config::Config;
 use common::process::{init_logging, shutdown_signal, LogFormat};
+use exporter::budget::Budget;
 
 /// Probes Ethereum JSON-RPC providers and serves what it finds as Prometheus metrics.
 #[derive(Parser)]
@@ -25,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validates FILE and prints it as understood, with secrets redacted.
+    /// Validates FILE and prints it as understood, with secrets redacted, followed by its probe
+    /// budget (calls per provider per day and month) as TOML comments.
     CheckConfig { file: PathBuf },
 }
 
@@ -34,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = cli.command {
         let config = Config::load(&file)?;
-        print!("{config}");
+        print!("{config}\n{}", Budget::of(&config));
         return Ok(());
     }
     init_logging(cli.log_format);

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::noise::{Counters, NoiseState, Verdict};
-pub use crate::noise::{Flap, Noise, NoiseStats, RateLimit};
+pub use crate::noise::{Flap, MethodErrors, Noise, NoiseStats, RateLimit};
 use crate::noisy_http::{self, Upstreams};
 use crate::replica::Replica;
 
@@ -72,10 +72,11 @@ impl Control {
         self.noise.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The noise's verdict for a request arriving at `now`, and the replica lag in force.
-    pub(crate) fn draw(&self, now: Instant) -> (Verdict, u64) {
+    /// The noise's verdict for a request arriving at `now` that calls `methods`, and the
+    /// replica lag in force.
+    pub(crate) fn draw(&self, now: Instant, methods: &[String]) -> (Verdict, u64) {
         let mut state = self.state();
-        (state.draw(now), state.noise().replica_lag)
+        (state.draw(now, methods), state.noise().replica_lag)
     }
 
     fn replica_lag(&self) -> u64 {
@@ -178,6 +179,12 @@ impl FaultProxy {
     /// flap starts its bad phase now.
     pub fn set_noise(&self, noise: Noise) {
         self.control.state().set(noise, Instant::now());
+    }
+
+    /// Sets or clears the 502s to one method (HTTP mode), leaving the other knobs, the token
+    /// bucket and a flap's phase as they are.
+    pub fn set_method_errors(&self, errors: Option<MethodErrors>) {
+        self.control.state().set_method_errors(errors);
     }
 
     /// Restarts the noise's random stream from `seed`: sequential requests then draw the same

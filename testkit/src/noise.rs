@@ -32,6 +32,16 @@ pub struct Noise {
     pub rate_limit: Option<RateLimit>,
     /// On/off cycles; while "bad" every request is answered HTTP 500.
     pub flap: Option<Flap>,
+    /// HTTP 502 to a share of the requests calling one method: a provider failing clients'
+    /// calls while answering a prober's (which calls other methods) well.
+    pub method_errors: Option<MethodErrors>,
+}
+
+/// A share of the requests that call `method` (alone or in a batch) answered HTTP 502.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodErrors {
+    pub method: String,
+    pub share: f64,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -60,6 +70,8 @@ pub struct NoiseStats {
     pub rate_limited: u64,
     /// Requests answered HTTP 500 during a flap's bad phase.
     pub flap_errors: u64,
+    /// Requests answered HTTP 502 for calling the method of [`MethodErrors`].
+    pub method_errors: u64,
 }
 
 impl Noise {
@@ -79,6 +91,7 @@ impl Noise {
                 burst: 50.0,
             }),
             flap: None,
+            method_errors: None,
         }
     }
 
@@ -95,6 +108,7 @@ impl Noise {
             hang: Duration::ZERO,
             rate_limit: None,
             flap: None,
+            method_errors: None,
         }
     }
 
@@ -120,6 +134,8 @@ pub(crate) enum Verdict {
     RateLimited,
     /// HTTP 502 after `after`.
     BadGateway { after: Duration },
+    /// HTTP 502 after `after`, for calling the method of [`MethodErrors`].
+    MethodError { after: Duration },
     /// Answered by a node after `after`; `hang` says `after` is a hang, `replica` that a read may go
     /// to the replica.
     Forward {
@@ -163,14 +179,21 @@ impl NoiseState {
         self.noise = noise;
     }
 
+    /// New method errors; the other knobs, the bucket and the flap clock go on as they were.
+    pub(crate) fn set_method_errors(&mut self, errors: Option<MethodErrors>) {
+        self.noise.method_errors = errors;
+    }
+
     /// Restarts the random stream, so a test's sequential requests draw the same noise each run.
     pub(crate) fn seed(&mut self, seed: u64) {
         self.rng = SmallRng::seed_from_u64(seed);
     }
 
-    /// Draws the noise for one request arriving at `now`. Every call takes the same number of
-    /// random values, so counts over sequential requests depend only on the seed.
-    pub(crate) fn draw(&mut self, now: Instant) -> Verdict {
+    /// Draws the noise for one request arriving at `now` that calls `methods` (one per call of a
+    /// batch). Every call takes the same number of random values, so counts over sequential
+    /// requests depend only on the seed.
+    pub(crate) fn draw(&mut self, now: Instant, methods: &[String]) -> Verdict {
+        let method_error: f64 = self.rng.random();
         let error: f64 = self.rng.random();
         let hang: f64 = self.rng.random();
         let replica: f64 = self.rng.random();
@@ -182,6 +205,10 @@ impl NoiseState {
             return Verdict::RateLimited;
         }
         let latency = self.noise.latency(z);
+        let called = |m: &MethodErrors| methods.contains(&m.method) && method_error < m.share;
+        if self.noise.method_errors.as_ref().is_some_and(called) {
+            return Verdict::MethodError { after: latency };
+        }
         if error < self.noise.error_share {
             return Verdict::BadGateway { after: latency };
         }
@@ -234,6 +261,7 @@ pub(crate) struct Counters {
     pub(crate) hangs: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) flap_errors: AtomicU64,
+    pub(crate) method_errors: AtomicU64,
 }
 
 impl Counters {
@@ -250,6 +278,7 @@ impl Counters {
             hangs: read(&self.hangs),
             rate_limited: read(&self.rate_limited),
             flap_errors: read(&self.flap_errors),
+            method_errors: read(&self.method_errors),
         }
     }
 }
@@ -300,19 +329,19 @@ mod tests {
         let start = Instant::now();
         let mut state = NoiseState::new(noise, 1, start);
         let passed = (0..8)
-            .filter(|_| state.draw(start) != Verdict::RateLimited)
+            .filter(|_| state.draw(start, &[]) != Verdict::RateLimited)
             .count();
         assert_eq!(passed, 5, "the burst");
         // 10/s: one token per 100 ms.
         let later = start + Duration::from_millis(350);
         let passed = (0..8)
-            .filter(|_| state.draw(later) != Verdict::RateLimited)
+            .filter(|_| state.draw(later, &[]) != Verdict::RateLimited)
             .count();
         assert_eq!(passed, 3);
         // An idle minute refills to the burst, not beyond.
         let idle = later + Duration::from_secs(60);
         let passed = (0..20)
-            .filter(|_| state.draw(idle) != Verdict::RateLimited)
+            .filter(|_| state.draw(idle, &[]) != Verdict::RateLimited)
             .count();
         assert_eq!(passed, 5);
     }
@@ -332,9 +361,51 @@ mod tests {
         let at = |ms: u64| start + Duration::from_millis(ms);
         let bad: Vec<bool> = [0, 999, 1000, 2999, 3000, 3999, 4000]
             .into_iter()
-            .map(|ms| state.draw(at(ms)) == Verdict::FlapError)
+            .map(|ms| state.draw(at(ms), &[]) == Verdict::FlapError)
             .collect();
         assert_eq!(bad, [true, true, false, false, true, true, false]);
+    }
+
+    #[test]
+    fn method_errors_hit_their_method_at_their_share_and_nothing_else() {
+        let failing = |share| Noise {
+            error_share: 0.1,
+            method_errors: Some(MethodErrors {
+                method: "eth_blockNumber".into(),
+                share,
+            }),
+            ..Noise::none()
+        };
+        let now = Instant::now();
+        let calls = |methods: &[&str]| methods.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        let mut state = NoiseState::new(failing(0.3), 5, now);
+        let method_error = |v: Verdict| matches!(v, Verdict::MethodError { .. });
+        let single = calls(&["eth_blockNumber"]);
+        let hits = (0..10_000)
+            .filter(|_| method_error(state.draw(now, &single)))
+            .count();
+        assert!((2_800..3_200).contains(&hits), "{hits} of 10 000 at 30 %");
+        let batch = calls(&["eth_chainId", "eth_blockNumber"]);
+        let hits = (0..10_000)
+            .filter(|_| method_error(state.draw(now, &batch)))
+            .count();
+        assert!((2_800..3_200).contains(&hits), "a batch calling it: {hits}");
+        // Other methods draw exactly what they would without the knob.
+        let other = calls(&["eth_chainId"]);
+        let mut with = NoiseState::new(failing(1.0), 9, now);
+        let mut without = NoiseState::new(Noise::none(), 9, now);
+        without.set(
+            Noise {
+                error_share: 0.1,
+                ..Noise::none()
+            },
+            now,
+        );
+        for _ in 0..2_000 {
+            let verdict = with.draw(now, &other);
+            assert!(!method_error(verdict));
+            assert_eq!(verdict, without.draw(now, &other));
+        }
     }
 
     #[test]
@@ -343,7 +414,7 @@ mod tests {
         let mut state = NoiseState::new(Noise::none(), 3, now);
         for _ in 0..1000 {
             assert_eq!(
-                state.draw(now),
+                state.draw(now, &[]),
                 Verdict::Forward {
                     after: Duration::ZERO,
                     hang: false,

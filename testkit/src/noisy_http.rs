@@ -127,7 +127,8 @@ async fn answer(
         }
         Fault::Pass => {}
     }
-    let (verdict, lag) = control.draw(Instant::now());
+    let methods = methods(&forward.body);
+    let (verdict, lag) = control.draw(Instant::now(), &methods);
     match verdict {
         Verdict::FlapError => {
             Counters::count(&control.counters.flap_errors);
@@ -140,11 +141,12 @@ async fn answer(
         Verdict::BadGateway { after } => {
             tokio::time::sleep(after).await;
             Counters::count(&control.counters.errors_502);
-            Ok(reply(
-                StatusCode::BAD_GATEWAY,
-                "text/html",
-                BAD_GATEWAY_PAGE.into(),
-            ))
+            Ok(bad_gateway())
+        }
+        Verdict::MethodError { after } => {
+            tokio::time::sleep(after).await;
+            Counters::count(&control.counters.method_errors);
+            Ok(bad_gateway())
         }
         Verdict::Forward {
             after,
@@ -156,7 +158,7 @@ async fn answer(
             }
             tokio::time::sleep(after).await;
             let target = match &upstreams.replica {
-                Some(node) if replica && reads_only(&forward.body) && node.usable(lag).await => {
+                Some(node) if replica && reads_only(&methods) && node.usable(lag).await => {
                     Counters::count(&control.counters.replica);
                     node.addr()
                 }
@@ -200,18 +202,25 @@ impl Forward {
     }
 }
 
-/// Whether every call in a JSON-RPC request (or batch) only reads the chain.
-fn reads_only(body: &[u8]) -> bool {
-    let is_read = |call: &Value| {
+/// The method of every call in a JSON-RPC request (or batch), `""` for a call without one; none
+/// when the body is not JSON.
+fn methods(body: &[u8]) -> Vec<String> {
+    let method = |call: &Value| {
         call.get("method")
             .and_then(Value::as_str)
-            .is_some_and(|method| READ_METHODS.contains(&method))
+            .unwrap_or_default()
+            .to_owned()
     };
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(calls)) => !calls.is_empty() && calls.iter().all(is_read),
-        Ok(call) => is_read(&call),
-        Err(_) => false,
+        Ok(Value::Array(calls)) => calls.iter().map(method).collect(),
+        Ok(call) => vec![method(&call)],
+        Err(_) => Vec::new(),
     }
+}
+
+/// Whether every call of a request (its [`methods`]) only reads the chain.
+fn reads_only(methods: &[String]) -> bool {
+    !methods.is_empty() && methods.iter().all(|m| READ_METHODS.contains(&m.as_str()))
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -221,6 +230,14 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     answer
+}
+
+fn bad_gateway() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::BAD_GATEWAY,
+        "text/html",
+        BAD_GATEWAY_PAGE.into(),
+    )
 }
 
 fn internal_error() -> Response<Full<Bytes>> {
@@ -255,23 +272,35 @@ mod tests {
 
     #[test]
     fn only_reads_may_go_to_the_replica() {
-        assert!(reads_only(
+        let reads = |body: &[u8]| reads_only(&methods(body));
+        assert!(reads(
             br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#
         ));
-        assert!(reads_only(
+        assert!(reads(
             br#"[{"method":"eth_chainId"},{"method":"eth_call","params":[]}]"#
         ));
-        assert!(!reads_only(br#"{"method":"anvil_mine","params":["0x1"]}"#));
-        assert!(!reads_only(
+        assert!(!reads(br#"{"method":"anvil_mine","params":["0x1"]}"#));
+        assert!(!reads(
             br#"{"method":"evm_setIntervalMining","params":[0]}"#
         ));
-        assert!(!reads_only(
+        assert!(!reads(
             br#"{"method":"eth_sendRawTransaction","params":["0x"]}"#
         ));
-        assert!(!reads_only(
+        assert!(!reads(
             br#"[{"method":"eth_chainId"},{"method":"evm_mine"}]"#
         ));
-        assert!(!reads_only(b"[]"));
-        assert!(!reads_only(b"not json"));
+        assert!(!reads(br#"[{"method":"eth_chainId"},{"id":2}]"#));
+        assert!(!reads(b"[]"));
+        assert!(!reads(b"not json"));
+    }
+
+    #[test]
+    fn methods_name_every_call() {
+        assert_eq!(
+            methods(br#"[{"method":"eth_chainId"},{"id":2},{"method":7}]"#),
+            ["eth_chainId", "", ""]
+        );
+        assert_eq!(methods(br#"{"method":"eth_call"}"#), ["eth_call"]);
+        assert!(methods(b"{").is_empty());
     }
 }

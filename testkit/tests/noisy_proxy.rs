@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use testkit::anvil::Anvil;
-use testkit::fault_proxy::{Fault, FaultProxy, Flap, Noise, RateLimit};
+use testkit::fault_proxy::{Fault, FaultProxy, Flap, MethodErrors, Noise, RateLimit};
 use testkit::{json_rpc, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -119,6 +119,71 @@ async fn errors_and_hangs_take_their_share() {
         stats.hangs
     );
     assert_eq!(stats.rate_limited + stats.flap_errors + stats.replica, 0);
+}
+
+#[tokio::test]
+async fn method_errors_fail_only_their_method_at_their_share() {
+    let node = Anvil::start(CHAIN_ID).await;
+    let proxy = FaultProxy::start_noisy(format!("127.0.0.1:{}", node.port), None, quick()).await;
+    proxy.seed(11);
+    proxy.set_method_errors(Some(MethodErrors {
+        method: "eth_blockNumber".into(),
+        share: 0.3,
+    }));
+    let client = reqwest::Client::new();
+    let mut bad_gateway = 0;
+    for _ in 0..300 {
+        let (status, body) = call(&client, &proxy.url(), "eth_blockNumber", json!([])).await;
+        match status {
+            StatusCode::OK => assert!(body.contains("\"result\""), "{body}"),
+            StatusCode::BAD_GATEWAY => {
+                assert!(body.contains("<title>502 Bad Gateway</title>"), "{body}");
+                bad_gateway += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+        // The prober's methods never fail.
+        for method in ["eth_chainId", "eth_getBlockByNumber"] {
+            let params = if method == "eth_chainId" {
+                json!([])
+            } else {
+                json!(["latest", false])
+            };
+            let (status, body) = call(&client, &proxy.url(), method, params).await;
+            assert_eq!(status, StatusCode::OK, "{method}: {body}");
+        }
+    }
+    assert!(
+        (60..=120).contains(&bad_gateway),
+        "{bad_gateway} 502s of 300 at 30 %"
+    );
+    let stats = proxy.stats();
+    assert_eq!(stats.method_errors, bad_gateway);
+    assert_eq!(stats.requests, 900);
+    assert_eq!(stats.errors_502, 0);
+
+    // A batch calling the method is hit too; clearing the knob stops the 502s.
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+        {"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []},
+    ]);
+    let mut batch_errors = 0;
+    for _ in 0..100 {
+        let response = client
+            .post(proxy.url())
+            .json(&batch)
+            .send()
+            .await
+            .expect("the proxy answers");
+        if response.status() == StatusCode::BAD_GATEWAY {
+            batch_errors += 1;
+        }
+    }
+    assert!((10..=50).contains(&batch_errors), "{batch_errors} of 100");
+    proxy.set_method_errors(None);
+    for _ in 0..50 {
+        block_number(&client, &proxy.url()).await;
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Decoding an answer as it arrives, within the caps the parent module documents: the body is
-//! read through a guard that refuses long strings before they are buffered, and samples are
-//! charged to a budget as they are kept.
+//! read through a guard that refuses long strings before they are buffered, and samples (series
+//! and points, for a range query) are charged to a budget as they are kept.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -12,13 +12,52 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    parse_value, PrometheusError, QueryResult, Sample, LABEL_OVERHEAD, MAX_LABEL_BYTES,
-    MAX_SAMPLES, MAX_STRING, SNIPPET,
+    parse_value, PrometheusError, QueryResult, Sample, Series, LABEL_OVERHEAD, MAX_LABEL_BYTES,
+    MAX_POINTS, MAX_SAMPLES, MAX_STRING, SNIPPET,
 };
 
-/// Decodes an answer body (any HTTP status: errors carry the same envelope).
+/// Which kind of query an answer is for, so which result types it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expect {
+    /// `/api/v1/query`: a vector or a scalar.
+    Instant,
+    /// `/api/v1/query_range`: a matrix.
+    Range,
+}
+
+/// An answer's result, of the kind its query expects.
+#[derive(Debug)]
+pub(super) enum Data {
+    Instant(QueryResult),
+    Matrix(Vec<Series>),
+}
+
+/// Decodes an instant query's answer body (any HTTP status: errors carry the same envelope).
 pub fn decode(status: u16, body: &[u8]) -> Result<QueryResult, PrometheusError> {
-    decode_from(body).map_err(|e| e.unwrap_or_else(|| not_json(status, body)))
+    match decode_body(status, body, Expect::Instant)? {
+        Data::Instant(result) => Ok(result),
+        Data::Matrix(_) => Err(unexpected_kind("matrix", Expect::Instant)),
+    }
+}
+
+/// Decodes a range query's answer body.
+pub fn decode_matrix(status: u16, body: &[u8]) -> Result<Vec<Series>, PrometheusError> {
+    match decode_body(status, body, Expect::Range)? {
+        Data::Matrix(series) => Ok(series),
+        Data::Instant(_) => Err(unexpected_kind("vector", Expect::Range)),
+    }
+}
+
+fn decode_body(status: u16, body: &[u8], expect: Expect) -> Result<Data, PrometheusError> {
+    decode_from(body, expect).map_err(|e| e.unwrap_or_else(|| not_json(status, body)))
+}
+
+/// The error for a result of the wrong type.
+pub(super) fn unexpected_kind(kind: &str, expect: Expect) -> PrometheusError {
+    PrometheusError::Unexpected(match expect {
+        Expect::Instant => format!("a {kind} result; write an instant vector query"),
+        Expect::Range => format!("a {kind} result where a range query returns a matrix"),
+    })
 }
 
 pub(super) fn not_json(status: u16, start: &[u8]) -> PrometheusError {
@@ -31,8 +70,11 @@ pub(super) fn not_json(status: u16, start: &[u8]) -> PrometheusError {
 }
 
 /// Decodes an answer as it is read; `Err(None)` when it is not a Prometheus envelope.
-pub(super) fn decode_from(body: impl Read) -> Result<QueryResult, Option<PrometheusError>> {
-    let budget = Budget::default();
+pub(super) fn decode_from(
+    body: impl Read,
+    expect: Expect,
+) -> Result<Data, Option<PrometheusError>> {
+    let budget = Budget::new(expect);
     let guard = StringGuard {
         inner: body,
         tripped: &budget.string_too_long,
@@ -127,24 +169,26 @@ impl<B: AsRef<[u8]>> Read for Chunks<B> {
     }
 }
 
-/// What one answer may still keep, and why decoding stopped.
+/// What one answer may hold and still keep, and why decoding stopped.
 struct Budget {
+    expect: Expect,
     label_bytes_left: Cell<usize>,
+    points_left: Cell<usize>,
     string_too_long: Cell<bool>,
     failure: RefCell<Option<PrometheusError>>,
 }
 
-impl Default for Budget {
-    fn default() -> Self {
+impl Budget {
+    fn new(expect: Expect) -> Self {
         Self {
+            expect,
             label_bytes_left: Cell::new(MAX_LABEL_BYTES),
+            points_left: Cell::new(MAX_POINTS),
             string_too_long: Cell::new(false),
             failure: RefCell::new(None),
         }
     }
-}
 
-impl Budget {
     /// Records why decoding stops (the first reason wins) and stops the parser.
     fn fail<E: de::Error>(&self, error: PrometheusError) -> E {
         let message = error.to_string();
@@ -156,7 +200,7 @@ impl Budget {
 #[derive(Default)]
 struct Envelope {
     status: Option<String>,
-    data: Option<QueryResult>,
+    data: Option<Data>,
     error_type: Option<String>,
     error: Option<String>,
 }
@@ -186,6 +230,15 @@ enum DataField {
 enum SampleField {
     Metric,
     Value,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum SeriesField {
+    Metric,
+    Values,
     #[serde(other)]
     Other,
 }
@@ -237,8 +290,8 @@ budgeted_visitor!(
 );
 
 budgeted_visitor!(
-    DataSeed -> QueryResult, deserialize_map, "a query result",
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<QueryResult, A::Error> {
+    DataSeed -> Data, deserialize_map, "a query result",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data, A::Error> {
         let budget = self.0;
         let bad = |what: String| budget.fail(PrometheusError::Unexpected(what));
         let mut kind: Option<String> = None;
@@ -246,25 +299,30 @@ budgeted_visitor!(
         while let Some(field) = map.next_key()? {
             match field {
                 DataField::ResultType => kind = Some(map.next_value()?),
-                DataField::Result => match kind.as_deref() {
-                    Some("vector") => {
+                DataField::Result => match (kind.as_deref(), budget.expect) {
+                    (Some("vector"), Expect::Instant) => {
                         let samples = map
                             .next_value_seed(VectorSeed(budget))
                             .map_err(|e| bad(format!("vector result: {e}")))?;
-                        result = Some(QueryResult::Vector(samples));
+                        result = Some(Data::Instant(QueryResult::Vector(samples)));
                     }
-                    Some("scalar") => {
+                    (Some("scalar"), Expect::Instant) => {
                         let (timestamp, value) = map
                             .next_value_seed(ValueSeed(budget))
                             .map_err(|e| bad(format!("scalar result: {e}")))?;
-                        result = Some(QueryResult::Scalar { timestamp, value });
+                        result = Some(Data::Instant(QueryResult::Scalar { timestamp, value }));
                     }
-                    Some(other) => {
-                        return Err(bad(format!(
-                            "a {other} result; write an instant vector query"
-                        )))
+                    (Some("matrix"), Expect::Range) => {
+                        let series = map
+                            .next_value_seed(MatrixSeed(budget))
+                            .map_err(|e| bad(format!("matrix result: {e}")))?;
+                        result = Some(Data::Matrix(series));
                     }
-                    None => return Err(bad("`result` before `resultType`".into())),
+                    (Some(other), expect) => {
+                        let error = unexpected_kind(other, expect);
+                        return Err(budget.fail(error));
+                    }
+                    (None, _) => return Err(bad("`result` before `resultType`".into())),
                 },
                 DataField::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -309,6 +367,60 @@ budgeted_visitor!(
             timestamp,
             value,
         })
+    }
+);
+
+budgeted_visitor!(
+    /// A matrix: series, each counted as a sample against [`MAX_SAMPLES`].
+    MatrixSeed -> Vec<Series>, deserialize_seq, "an array of series",
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Series>, A::Error> {
+        let mut series = Vec::new();
+        while let Some(one) = seq.next_element_seed(SeriesSeed(self.0))? {
+            if series.len() == MAX_SAMPLES {
+                return Err(self.0.fail(PrometheusError::TooManySamples));
+            }
+            series.push(one);
+        }
+        Ok(series)
+    }
+);
+
+budgeted_visitor!(
+    SeriesSeed -> Series, deserialize_map, "a series",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Series, A::Error> {
+        let (mut labels, mut points) = (None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                SeriesField::Metric => labels = Some(map.next_value_seed(LabelsSeed(self.0))?),
+                SeriesField::Values => points = Some(map.next_value_seed(PointsSeed(self.0))?),
+                SeriesField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let labels = labels.ok_or_else(|| de::Error::missing_field("metric"))?;
+        // A series of native histograms only has no `values`: no float points.
+        Ok(Series {
+            labels,
+            points: points.unwrap_or_default(),
+        })
+    }
+);
+
+budgeted_visitor!(
+    /// A series' points, charged to the answer's [`MAX_POINTS`] as they are read.
+    PointsSeed -> Vec<(f64, f64)>, deserialize_seq, "an array of points",
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut points = Vec::new();
+        while let Some(point) = seq.next_element_seed(ValueSeed(self.0))? {
+            let left = self.0.points_left.get();
+            if left == 0 {
+                return Err(self.0.fail(PrometheusError::TooManyPoints));
+            }
+            self.0.points_left.set(left - 1);
+            points.push(point);
+        }
+        Ok(points)
     }
 );
 

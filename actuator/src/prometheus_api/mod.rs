@@ -1,5 +1,6 @@
-//! A thin client for Prometheus' instant-query API (`/api/v1/query`). Values arrive as strings
-//! (`"1"`, `"NaN"`, `"+Inf"`); an empty vector means "no data", never zero.
+//! A thin client for Prometheus' query API: instant queries (`/api/v1/query`) for the live loop,
+//! range queries (`/api/v1/query_range`) for the backtest. Values arrive as strings (`"1"`,
+//! `"NaN"`, `"+Inf"`); an empty result means "no data", never zero.
 //!
 //! Memory is bounded by what is kept, not by what Prometheus sends: the answer is parsed as it
 //! arrives (never buffered whole) straight into [`Sample`]s, and what is kept is capped.
@@ -9,6 +10,10 @@
 //!   [`PrometheusError::LabelsTooLarge`];
 //! - [`MAX_STRING`] bytes for any one JSON string: past it, [`PrometheusError::StringTooLong`];
 //! - [`MAX_BODY`] bytes for the whole answer: past it, [`PrometheusError::TooLarge`].
+//!
+//! A range answer counts each series as a sample, and also keeps at most [`MAX_POINTS`] points
+//! ([`PrometheusError::TooManyPoints`]) from at most [`MAX_RANGE_BODY`] bytes: a caller asks for
+//! a chunk of the range small enough to fit (at most 16 bytes a point, so about 32 MB).
 //!
 //! The actuator's queries return one sample per chain and provider, with those two labels; the
 //! caps leave ample room for that and fail a query that returns raw series of a large Prometheus.
@@ -31,6 +36,12 @@ pub const MAX_LABEL_BYTES: usize = 1 << 20;
 pub const LABEL_OVERHEAD: usize = 64;
 /// Longest JSON string read (a label value, an error message).
 pub const MAX_STRING: usize = 64 << 10;
+/// Most points kept from one range answer, over all its series.
+pub const MAX_POINTS: usize = 2_000_000;
+/// Largest range answer read: [`MAX_POINTS`] points of up to about 60 bytes of JSON each.
+pub const MAX_RANGE_BODY: usize = 128 << 20;
+/// Most points Prometheus 2.42 returns per series from one range query (it refuses more).
+pub const MAX_POINTS_PER_SERIES: usize = 11_000;
 /// Start of a non-JSON answer quoted in [`PrometheusError::NotJson`].
 const SNIPPET: usize = 120;
 
@@ -45,12 +56,16 @@ pub enum PrometheusError {
     Api { error_type: String, error: String },
     #[error("Prometheus answered HTTP {status} without a JSON body: {snippet:?}")]
     NotJson { status: u16, snippet: String },
-    #[error("Prometheus' answer is over {MAX_BODY} bytes")]
+    #[error("Prometheus' answer is over {MAX_BODY} bytes ({MAX_RANGE_BODY} for a range query)")]
     TooLarge,
     #[error(
         "Prometheus' answer has over {MAX_SAMPLES} samples; aggregate the query by chain and provider"
     )]
     TooManySamples,
+    #[error(
+        "Prometheus' range answer has over {MAX_POINTS} points; ask for a shorter range or a longer step"
+    )]
+    TooManyPoints,
     #[error(
         "Prometheus' answer has over {MAX_LABEL_BYTES} bytes of labels; keep only `chain` and `provider` (e.g. `max by (chain, provider)`)"
     )]
@@ -68,6 +83,14 @@ pub struct Sample {
     /// Evaluation time, Unix seconds.
     pub timestamp: f64,
     pub value: f64,
+}
+
+/// One series of a range query's matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: BTreeMap<String, String>,
+    /// (evaluation time in Unix seconds, value), in time order.
+    pub points: Vec<(f64, f64)>,
 }
 
 /// An instant query's result.
@@ -89,15 +112,24 @@ pub fn parse_value(text: &str) -> Option<f64> {
 
 mod decode;
 
-pub use decode::decode;
-use decode::{decode_from, not_json, Chunks};
+pub use decode::{decode, decode_matrix};
+use decode::{decode_from, not_json, unexpected_kind, Chunks, Data, Expect};
 
 /// Queries one Prometheus (or anything serving its API: Thanos, Mimir, VictoriaMetrics).
 #[derive(Clone)]
 pub struct PrometheusClient {
     http: reqwest::Client,
-    endpoint: Url,
+    instant: Url,
+    range: Url,
     timeout: Duration,
+}
+
+/// The times a range query evaluates at: `start`, `start + step`, … up to `end` (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub start: f64,
+    pub end: f64,
+    pub step: f64,
 }
 
 impl PrometheusClient {
@@ -106,42 +138,87 @@ impl PrometheusClient {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let endpoint = base.join("api/v1/query").unwrap_or(base);
+        let instant = base.join("api/v1/query").unwrap_or_else(|_| base.clone());
+        let range = base
+            .join("api/v1/query_range")
+            .unwrap_or_else(|_| base.clone());
         Ok(Self {
             http: reqwest::Client::builder()
                 .connect_timeout(timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
-            endpoint,
+            instant,
+            range,
             timeout,
         })
     }
 
     /// Evaluates `promql` now. The answer is parsed on a blocking thread while it arrives.
     pub async fn query(&self, promql: &str) -> Result<QueryResult, PrometheusError> {
+        let form = [("query", promql.to_owned())];
+        match self.fetch(&self.instant, &form, Expect::Instant).await? {
+            Data::Instant(result) => Ok(result),
+            Data::Matrix(_) => Err(unexpected_kind("matrix", Expect::Instant)),
+        }
+    }
+
+    /// Evaluates `promql` at every time of `range`; at most [`MAX_POINTS_PER_SERIES`] of them.
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        range: Range,
+    ) -> Result<Vec<Series>, PrometheusError> {
+        // Milliseconds, as Prometheus keeps its times.
+        let seconds = |t: f64| format!("{t:.3}");
+        let form = [
+            ("query", promql.to_owned()),
+            ("start", seconds(range.start)),
+            ("end", seconds(range.end)),
+            ("step", seconds(range.step)),
+        ];
+        match self.fetch(&self.range, &form, Expect::Range).await? {
+            Data::Matrix(series) => Ok(series),
+            Data::Instant(_) => Err(unexpected_kind("vector", Expect::Range)),
+        }
+    }
+
+    /// POSTs `form` to `endpoint` and decodes the answer while it arrives, within the caps.
+    async fn fetch(
+        &self,
+        endpoint: &Url,
+        form: &[(&str, String)],
+        expect: Expect,
+    ) -> Result<Data, PrometheusError> {
         let transport = |e: reqwest::Error| PrometheusError::Transport(e.without_url().to_string());
+        let max_body = match expect {
+            Expect::Instant => MAX_BODY,
+            Expect::Range => MAX_RANGE_BODY,
+        };
         let fetch = async {
             let mut response = self
                 .http
-                .post(self.endpoint.clone())
-                .form(&[("query", promql)])
+                .post(endpoint.clone())
+                .form(form)
                 .send()
                 .await
                 .map_err(transport)?;
             let status = response.status().as_u16();
             let (sender, receiver) = mpsc::channel(4);
             let parser = tokio::task::spawn_blocking(move || {
-                decode_from(Chunks {
-                    receiver,
-                    current: None,
-                    offset: 0,
-                })
+                decode_from(
+                    Chunks {
+                        receiver,
+                        current: None,
+                        offset: 0,
+                    },
+                    expect,
+                )
             });
             let mut start = Vec::new();
             let mut received = 0;
             while let Some(chunk) = response.chunk().await.map_err(transport)? {
                 received += chunk.len();
-                if received > MAX_BODY {
+                if received > max_body {
                     return Err(PrometheusError::TooLarge);
                 }
                 if start.len() < SNIPPET {
@@ -316,5 +393,68 @@ mod tests {
             decode(200, b"{\"status\":\"success\"} x"),
             Err(PrometheusError::NotJson { .. })
         ));
+    }
+
+    fn matrix(series: &[String]) -> Vec<u8> {
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#,
+            series.join(",")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn reads_matrices_and_refuses_other_kinds_for_a_range() {
+        let body = matrix(&[
+            r#"{"metric":{"provider":"p"},"values":[[10,"1"],[12,"NaN"],[14,"-Inf"]]}"#.into(),
+            r#"{"metric":{},"histograms":[[10,{}]]}"#.into(),
+        ]);
+        let series = decode_matrix(200, &body).unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].labels["provider"], "p");
+        let times: Vec<f64> = series[0].points.iter().map(|p| p.0).collect();
+        assert_eq!(times, [10.0, 12.0, 14.0]);
+        assert!(series[0].points[1].1.is_nan());
+        assert_eq!(series[0].points[2].1, f64::NEG_INFINITY);
+        assert!(
+            series[1].points.is_empty(),
+            "histograms only: no float points"
+        );
+        let vector = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert!(
+            matches!(decode_matrix(200, vector), Err(PrometheusError::Unexpected(e)) if e.contains("matrix"))
+        );
+        let no_metric = matrix(&[r#"{"values":[[1,"1"]]}"#.into()]);
+        assert!(matches!(
+            decode_matrix(200, &no_metric),
+            Err(PrometheusError::Unexpected(_))
+        ));
+    }
+
+    #[test]
+    fn range_points_and_series_are_capped() {
+        let points = |n: usize| vec!["[1,\"1\"]"; n].join(",");
+        let at_cap = matrix(&[
+            format!(r#"{{"metric":{{}},"values":[{}]}}"#, points(MAX_POINTS / 2)),
+            format!(r#"{{"metric":{{}},"values":[{}]}}"#, points(MAX_POINTS / 2)),
+        ]);
+        assert!(matches!(decode_matrix(200, &at_cap), Ok(s) if s.len() == 2));
+        let over = matrix(&[
+            format!(r#"{{"metric":{{}},"values":[{}]}}"#, points(MAX_POINTS / 2)),
+            format!(
+                r#"{{"metric":{{}},"values":[{}]}}"#,
+                points(MAX_POINTS / 2 + 1)
+            ),
+        ]);
+        assert_eq!(
+            decode_matrix(200, &over),
+            Err(PrometheusError::TooManyPoints)
+        );
+        let empty_series = vec![r#"{"metric":{},"values":[]}"#.to_owned(); MAX_SAMPLES + 1];
+        assert_eq!(
+            decode_matrix(200, &matrix(&empty_series)),
+            Err(PrometheusError::TooManySamples),
+            "series without points or labels still count"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,64 @@ pub struct ProviderConfig {
     pub headers: SecretHeaders,
     /// Opt-in: accept any TLS certificate (self-signed test nodes). Logged as a warning.
     pub insecure_skip_verify: bool,
+    /// 1 for a primary; servers of a higher tier get traffic only when the lower tiers fall
+    /// short (too few healthy servers, or too little plan capacity for the demand).
+    pub tier: Tier,
+    /// The plan's request rate limit (requests per second through HAProxy); `None`: unlimited.
+    pub max_rps: Option<f64>,
+    /// How often this provider is probed, when not the exporter's `probe_interval` (a reserve
+    /// can be probed less often: its probes cost money too).
+    pub probe_interval: Option<Duration>,
+}
+
+impl ProviderConfig {
+    /// This provider's probe interval: its own, else the exporter's.
+    pub fn probe_interval_or(&self, exporter: Duration) -> Duration {
+        self.probe_interval.unwrap_or(exporter)
+    }
+}
+
+/// A provider's tier: 1 (primary, the default) to [`Tier::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tier(u8);
+
+impl Tier {
+    pub const PRIMARY: Tier = Tier(1);
+    pub const MAX: u8 = 9;
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    /// `None` outside 1..=[`Tier::MAX`].
+    pub fn new(tier: u8) -> Option<Self> {
+        (1..=Self::MAX).contains(&tier).then_some(Self(tier))
+    }
+
+    fn parse(field: String, value: u32) -> Result<Self, FieldError> {
+        match u8::try_from(value).ok().and_then(Self::new) {
+            Some(t) => Ok(t),
+            None => Err((
+                field,
+                format!(
+                    "must be between 1 (primary, the default) and {}; higher tiers are used only when lower ones fall short",
+                    Self::MAX
+                ),
+            )),
+        }
+    }
+}
+
+impl Default for Tier {
+    fn default() -> Self {
+        Self::PRIMARY
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// A name that is safe as a label value and inside an HAProxy command line:
@@ -92,6 +151,16 @@ struct RawProvider {
     headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     insecure_skip_verify: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_rps: Option<f64>,
+    #[serde(
+        default,
+        with = "super::toml_form::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    probe_interval: Option<Duration>,
 }
 
 /// Checks every chain; names and backends must be unique across chains, provider names and
@@ -99,6 +168,7 @@ struct RawProvider {
 pub(super) fn validate_chains(
     raw: Vec<RawChain>,
     global_policy: &RawPolicy,
+    exporter_interval: Duration,
 ) -> Result<Vec<ChainConfig>, FieldError> {
     if raw.is_empty() {
         return Err((
@@ -127,7 +197,12 @@ pub(super) fn validate_chains(
         }
         chains.push(ChainConfig {
             policy: PolicyConfig::resolve(&chain.policy, global_policy, &format!("{at}."))?,
-            providers: validate_providers(chain.provider, &at, &chain_name, &backend)?,
+            providers: validate_providers(
+                chain.provider,
+                &at,
+                (&chain_name, &backend),
+                exporter_interval,
+            )?,
             name: chain_name,
             chain_id: chain.chain_id,
             backend,
@@ -139,8 +214,8 @@ pub(super) fn validate_chains(
 fn validate_providers(
     raw: Vec<RawProvider>,
     chain_at: &str,
-    chain_name: &Name,
-    backend: &Name,
+    (chain_name, backend): (&Name, &Name),
+    exporter_interval: Duration,
 ) -> Result<Vec<ProviderConfig>, FieldError> {
     let mut provider_names = HashSet::new();
     let mut servers = HashSet::new();
@@ -158,12 +233,35 @@ fn validate_providers(
         unique(&mut servers, &server, &at, "server", || {
             format!("HAProxy server {backend}/{server} is used by two providers; set distinct `server` names")
         })?;
+        let tier = match p.tier {
+            Some(t) => Tier::parse(format!("{at}.tier"), t)?,
+            None => Tier::PRIMARY,
+        };
+        if let Some(rps) = p.max_rps.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err((
+                format!("{at}.max_rps"),
+                format!("{rps} is not a request rate; write the plan's limit in requests per second, e.g. 25, or leave it out for unlimited"),
+            ));
+        }
+        if let Some(interval) = p.probe_interval.filter(|i| *i < exporter_interval) {
+            return Err((
+                format!("{at}.probe_interval"),
+                format!(
+                    "{} is shorter than [exporter] probe_interval ({}); a provider can be probed less often than the others, not more",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(exporter_interval)
+                ),
+            ));
+        }
         providers.push(ProviderConfig {
             url: provider_url(&at, &p.url)?,
             headers: headers(&at, &p.headers)?,
             insecure_skip_verify: p.insecure_skip_verify,
             name: provider_name,
             server,
+            tier,
+            max_rps: p.max_rps,
+            probe_interval: p.probe_interval,
         });
     }
     Ok(providers)
@@ -256,6 +354,9 @@ impl From<&ProviderConfig> for RawProvider {
                 .map(|name| (name.to_string(), SecretHeaders::REDACTED.to_owned()))
                 .collect(),
             insecure_skip_verify: p.insecure_skip_verify,
+            tier: Some(u32::from(p.tier.get())),
+            max_rps: p.max_rps,
+            probe_interval: p.probe_interval,
         }
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use actuator::{ActuatorConfig, HaproxyAddress, Queries};
-pub use chain::{ChainConfig, Name, ProviderConfig};
+pub use chain::{ChainConfig, Name, ProviderConfig, Tier};
 pub use exporter::ExporterConfig;
 pub use policy::{PolicyConfig, Weighting};
 pub use toml_form::duration;
@@ -109,7 +109,7 @@ impl TryFrom<load::RawConfig> for Config {
         // `[policy]` is checked on its own too, so its mistakes are named there, not in a chain.
         PolicyConfig::resolve(&raw.policy, &Default::default(), "policy.")?;
         let exporter = ExporterConfig::try_from(raw.exporter)?;
-        let chains = chain::validate_chains(raw.chain, &raw.policy)?;
+        let chains = chain::validate_chains(raw.chain, &raw.policy, exporter.probe_interval)?;
         Ok(Self {
             actuator: raw.actuator.validate(&exporter)?,
             exporter,

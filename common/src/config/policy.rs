@@ -41,6 +41,16 @@ layered_section! {
         max_ejection: Duration = Duration::from_secs(300),
         /// Time constant of the latency average that weights follow (zero: the raw signal).
         latency_smoothing: Duration = Duration::from_secs(30),
+        /// Tiers: tier N alone carries the traffic while its healthy servers' `max_rps` sum is at
+        /// least this multiple of the backend's measured request rate (a server without
+        /// `max_rps` covers any demand); else the next tier is brought in. 0: only health counts.
+        min_tier_capacity: f64 = 1.0,
+        /// What clients see (HAProxy's counters over the signal window): a server whose share of
+        /// failed client requests (5xx, connection and response errors) reaches this is
+        /// ejected. 1: off.
+        max_client_error_ratio: f64 = 0.25,
+        /// Fewer client requests than this in the signal window are no evidence either way.
+        min_client_requests: u32 = 20,
     }
 }
 
@@ -59,11 +69,55 @@ impl PolicyConfig {
         Ok(policy)
     }
 
+    /// This policy with `key` set to `value` (a TOML value such as `1`, `0.2` or `"10s"`, else
+    /// taken as a string: `10s`, `equal`), checked as the file's keys are. The error names the
+    /// key and what to do (an unknown key lists the valid ones) and never repeats the value.
+    pub fn with_override(&self, key: &str, value: &str) -> Result<Self, String> {
+        let mut table = toml::Table::try_from(RawPolicy::from(self))
+            .map_err(|_| "cannot represent the policy as TOML".to_owned())?;
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|_| !value.contains(['\n', '\r']));
+        table.insert(
+            key.to_owned(),
+            parsed.unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        );
+        let raw: RawPolicy =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let at = e.path().to_string();
+                let message = super::serde_message::without_values(e.into_inner().message());
+                if at == "." {
+                    message
+                } else {
+                    format!("{at}: {message}")
+                }
+            })?;
+        let policy = RawPolicy::resolve(&[&raw], self.clone());
+        policy
+            .check()
+            .map_err(|(key, message)| format!("{key}: {message}"))?;
+        Ok(policy)
+    }
+
     /// The rules a policy must satisfy; an error names the key and what to do.
     fn check(&self) -> Result<(), FieldError> {
         let rule = |key: &str, message: &str| Err((key.to_owned(), message.to_owned()));
         if !(0.0..=1.0).contains(&self.max_error_ratio) {
             return rule("max_error_ratio", "must be between 0 and 1, e.g. 0.5");
+        }
+        if !(0.0..=1.0).contains(&self.max_client_error_ratio) {
+            return rule(
+                "max_client_error_ratio",
+                "must be between 0 and 1, e.g. 0.25 (1 turns the gate off)",
+            );
+        }
+        if !(self.min_tier_capacity.is_finite() && self.min_tier_capacity >= 0.0) {
+            return rule(
+                "min_tier_capacity",
+                "must be 0 or more, e.g. 1.0 (tier 1 alone while it can carry the demand)",
+            );
         }
         if !(1..=256).contains(&self.full_weight) {
             return rule("full_weight", "must be between 1 and 256 (HAProxy's range)");

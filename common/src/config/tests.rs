@@ -78,6 +78,9 @@ latency_bucket = "25ms"
 base_ejection = "5s"
 max_ejection = "2m"
 latency_smoothing = "0s"
+min_tier_capacity = 1.5
+max_client_error_ratio = 0.5
+min_client_requests = 50
 
 [[chain.provider]]
 name = "quicknode"
@@ -85,6 +88,9 @@ url = "${QN_URL}"
 server = "qn"
 headers = { Authorization = "Bearer ${TOKEN}", X-Api-Key = "${TOKEN}" }
 insecure_skip_verify = true
+tier = 2
+max_rps = 12.5
+probe_interval = "30s"
 
 [[chain]]
 name = "sepolia"
@@ -131,6 +137,12 @@ fn parses_the_documented_example() {
     assert_eq!(qn.url.expose().path(), "/SECRETKEY/");
     assert_eq!(qn.headers.expose()["authorization"], "Bearer SECRETTOKEN");
     assert_eq!(c.chains[0].providers[1].server.as_str(), "local");
+    assert_eq!(qn.tier, Tier::PRIMARY, "tier 1 unless set");
+    assert_eq!((qn.max_rps, qn.probe_interval), (None, None), "unlimited");
+    assert_eq!(
+        qn.probe_interval_or(Duration::from_secs(2)),
+        Duration::from_secs(2)
+    );
     assert_no_secret("Debug", &format!("{c:?}"));
 }
 
@@ -229,6 +241,10 @@ fn the_printed_config_reads_back_as_the_same_config() {
     let config = parse(EVERY_KEY).unwrap();
     assert_eq!(config.chains[0].policy.max_block_lag, 4);
     assert_eq!(config.chains[1].policy.max_block_lag, 9, "from [policy]");
+    let qn = &config.chains[0].providers[0];
+    assert_eq!(qn.tier.get(), 2);
+    assert_eq!(qn.max_rps, Some(12.5));
+    assert_eq!(qn.probe_interval, Some(Duration::from_secs(30)));
     let printed = config.to_string();
     assert_no_secret("the printed config", &printed);
     let again = Config::parse(Path::new("printed.toml"), &printed, |_| None)
@@ -308,4 +324,36 @@ fn each_invalid_file_is_rejected_with_its_error() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_policy_key_can_be_overridden_by_name_and_is_checked_as_the_file_s() {
+    let p = PolicyConfig::default();
+    let q = p.with_override("max_block_lag", "1").unwrap();
+    assert_eq!(q.max_block_lag, 1);
+    assert_eq!(q.full_weight, p.full_weight, "the rest stays");
+    let q = q.with_override("base_ejection", "20s").unwrap();
+    assert_eq!(
+        q.base_ejection,
+        Duration::from_secs(20),
+        "a bare duration is a string"
+    );
+    assert_eq!(
+        q.with_override("weighting", "equal").unwrap().weighting,
+        Weighting::Equal
+    );
+    let e = p.with_override("max_lag", "1").unwrap_err();
+    assert!(
+        e.contains("unknown field `max_lag`") && e.contains("max_block_lag"),
+        "{e}"
+    );
+    let e = p.with_override("max_error_ratio", "2").unwrap_err();
+    assert!(
+        e.starts_with("max_error_ratio: must be between 0 and 1"),
+        "{e}"
+    );
+    let e = p.with_override("base_ejection", "SECRET").unwrap_err();
+    assert!(e.contains("base_ejection") && !e.contains("SECRET"), "{e}");
+    let e = p.with_override("max_block_lag", "\"SECRET\"").unwrap_err();
+    assert!(!e.contains("SECRET"), "{e}");
 }

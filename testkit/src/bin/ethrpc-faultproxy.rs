@@ -1,6 +1,7 @@
 //! A fault-injecting proxy for the local demo and the benchmark: forwards LISTEN to UPSTREAM and
 //! takes commands on CONTROL: `GET /pass`, `/delay/MILLISECONDS`, `/error`, `/refuse`, and in
-//! HTTP mode `/noisy`, `/noisy/MEDIAN_MS`, `/quiet` and `/stats` (see testkit/NOISE.md).
+//! HTTP mode `/noisy`, `/noisy/MEDIAN_MS`, `/quiet`, `/method-errors/METHOD/PERCENT` and `/stats`
+//! (see testkit/NOISE.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use common::http_server::{serve, Reply, StatusCode};
-use testkit::fault_proxy::{Fault, FaultProxy, Noise, NoiseStats};
+use testkit::fault_proxy::{Fault, FaultProxy, MethodErrors, Noise, NoiseStats};
 
 /// The median latency `/noisy` sets.
 const DEFAULT_MEDIAN: Duration = Duration::from_millis(60);
@@ -50,25 +51,43 @@ struct Cli {
 enum Command {
     Fault(Fault),
     Noise(Noise),
+    /// The 502s to one method; `None` (a share of 0 %) clears them.
+    MethodErrors(Option<MethodErrors>),
     Stats,
 }
 
 /// Parses a control path: `/pass`, `/delay/MS`, `/error`, `/refuse`, `/noisy`, `/noisy/MEDIAN_MS`,
-/// `/quiet`, `/stats`.
+/// `/quiet`, `/method-errors/METHOD/PERCENT`, `/stats`.
 fn parse_route(path: &str) -> Option<Command> {
     let path = path.trim_start_matches('/');
     match path {
         "noisy" => Some(Command::Noise(Noise::paid_provider(DEFAULT_MEDIAN))),
         "quiet" => Some(Command::Noise(Noise::none())),
         "stats" => Some(Command::Stats),
-        _ => match path.strip_prefix("noisy/") {
-            Some(ms) => {
+        _ => {
+            if let Some(ms) = path.strip_prefix("noisy/") {
                 let median = Duration::from_millis(ms.parse().ok()?);
                 Some(Command::Noise(Noise::paid_provider(median)))
+            } else if let Some(rest) = path.strip_prefix("method-errors/") {
+                parse_method_errors(rest).map(Command::MethodErrors)
+            } else {
+                Fault::parse(path).map(Command::Fault)
             }
-            None => Fault::parse(path).map(Command::Fault),
-        },
+        }
     }
+}
+
+/// `METHOD/PERCENT`, the percent from 0 (clears) to 100.
+fn parse_method_errors(text: &str) -> Option<Option<MethodErrors>> {
+    let (method, percent) = text.split_once('/')?;
+    let percent: f64 = percent.parse().ok()?;
+    if method.is_empty() || !(0.0..=100.0).contains(&percent) {
+        return None;
+    }
+    Some((percent > 0.0).then(|| MethodErrors {
+        method: method.to_owned(),
+        share: percent / 100.0,
+    }))
 }
 
 fn stats_text(stats: NoiseStats) -> String {
@@ -79,10 +98,11 @@ fn stats_text(stats: NoiseStats) -> String {
         hangs,
         rate_limited,
         flap_errors,
+        method_errors,
     } = stats;
     format!(
         "requests {requests}\nreplica {replica}\nerrors_502 {errors_502}\nhangs {hangs}\n\
-         rate_limited {rate_limited}\nflap_errors {flap_errors}\n"
+         rate_limited {rate_limited}\nflap_errors {flap_errors}\nmethod_errors {method_errors}\n"
     )
 }
 
@@ -104,8 +124,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let proxy = Arc::new(proxy);
     let control = tokio::net::TcpListener::bind(cli.control).await?;
-    let route = move |path: &str| {
-        match parse_route(path) {
+    let route = move |path: &str| match parse_route(path) {
         Some(Command::Fault(fault)) => {
             proxy.set_fault(fault);
             Reply::text(StatusCode::OK, format!("{fault:?}\n"))
@@ -114,11 +133,16 @@ async fn main() -> anyhow::Result<()> {
             proxy.set_noise(noise.clone());
             Reply::text(StatusCode::OK, format!("{noise:?}\n"))
         }
+        Some(Command::MethodErrors(errors)) => {
+            proxy.set_method_errors(errors.clone());
+            Reply::text(StatusCode::OK, format!("{errors:?}\n"))
+        }
         Some(Command::Stats) => Reply::text(StatusCode::OK, stats_text(proxy.stats())),
-        None => Reply::text(StatusCode::NOT_FOUND,
-            "use /pass, /delay/MILLISECONDS, /error, /refuse, /noisy, /noisy/MEDIAN_MS, /quiet or /stats\n",
+        None => Reply::text(
+            StatusCode::NOT_FOUND,
+            "use /pass, /delay/MILLISECONDS, /error, /refuse, /noisy, /noisy/MEDIAN_MS, /quiet, \
+             /method-errors/METHOD/PERCENT or /stats\n",
         ),
-    }
     };
     serve(control, route, common::process::shutdown_signal()).await;
     Ok(())
@@ -153,6 +177,26 @@ mod tests {
         assert_eq!(parse_route("/noisy/fast"), None);
         assert_eq!(parse_route("/noisy/"), None);
         assert_eq!(parse_route("/loud"), None);
+        assert_eq!(
+            parse_route("/method-errors/eth_blockNumber/30"),
+            Some(Command::MethodErrors(Some(MethodErrors {
+                method: "eth_blockNumber".into(),
+                share: 0.3
+            })))
+        );
+        assert_eq!(
+            parse_route("/method-errors/eth_call/0"),
+            Some(Command::MethodErrors(None))
+        );
+        for bad in [
+            "/method-errors/eth_call/101",
+            "/method-errors/eth_call/-1",
+            "/method-errors//30",
+            "/method-errors/eth_call",
+            "/method-errors/eth_call/x",
+        ] {
+            assert_eq!(parse_route(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -167,6 +211,6 @@ mod tests {
             text.starts_with("requests 10\nreplica 0\nerrors_502 2\n"),
             "{text}"
         );
-        assert!(text.ends_with("flap_errors 0\n"), "{text}");
+        assert!(text.ends_with("flap_errors 0\nmethod_errors 0\n"), "{text}");
     }
 }

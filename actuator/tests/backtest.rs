@@ -1,0 +1,375 @@
+//! `ethrpc-actuator backtest` against a real recorded run: three anvil nodes, the exporter, a
+//! real Prometheus and HAProxy, and the live actuator every second. One provider stalls and
+//! recovers, another flaps; the live actuator's ejections, reasons and readmissions (its
+//! `weight set` log lines) are then replayed by the `backtest` binary over the same range from
+//! Prometheus, and must match within one step.
+//! Then: `--set`/`--compare` change what they should, bad input is a clear error, a range
+//! without data says so, and HAProxy is never touched.
+//!
+//! `ETHRPC_BACKTEST_DOCS=DIR` keeps the run's text output and timeline in DIR (how
+//! `docs/backtest.svg` is made).
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actuator::backtest::parse_time;
+use actuator::cycle::Mode;
+use actuator::RunOptions;
+use common::config::Config;
+use common::process::{log_subscriber, LogFormat};
+use serde_json::Value;
+use testkit::anvil::Anvil;
+use testkit::fault_proxy::{Fault, FaultProxy};
+use testkit::haproxy::{backend, HaproxyProcess};
+use testkit::prometheus::PrometheusProcess;
+use testkit::{get_text, wait_for, TempDir};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(60);
+const SERVERS: [&str; 3] = ["p1", "p2", "p3"];
+/// The live loop's interval and the backtest's step.
+const STEP: f64 = 1.0;
+/// How long after its tick the live cycle may log a write: its queries, its HAProxy read and
+/// write. The replay's steps fall on the ticks (both start at `from`), the log comes after.
+const CYCLE_LATENCY: f64 = 0.5;
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// What the live actuator did to one server: out (with its reason) or back in, and when.
+#[derive(Debug, Clone, PartialEq)]
+struct Event {
+    server: String,
+    at: f64,
+    out: Option<String>,
+}
+
+/// The live actuator's log, captured as JSON lines.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    /// Every weight the live actuator wrote to or from 0, at the time it logged it.
+    fn events(&self) -> Vec<Event> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        let mut events: Vec<Event> = text
+            .lines()
+            .filter_map(|line| {
+                let entry: Value = serde_json::from_str(line).ok()?;
+                let f = &entry["fields"];
+                (f["message"] == "weight set").then_some(())?;
+                let at = parse_time(entry["timestamp"].as_str()?, SystemTime::now()).unwrap();
+                let (from, to) = (f["from"].as_str()?, f["to"].as_str()?);
+                let out = match (from, to) {
+                    ("0", "0") => return None,
+                    (_, "0") => Some(f["reason"].as_str()?.to_owned()),
+                    ("0", _) => None,
+                    _ => return None,
+                };
+                Some(Event {
+                    server: f["server"].as_str()?.to_owned(),
+                    at,
+                    out,
+                })
+            })
+            .collect();
+        events.sort_by(|a, b| (&a.server, a.at).partial_cmp(&(&b.server, b.at)).unwrap());
+        events
+    }
+}
+
+/// Waits until HAProxy has `weight` for `server`.
+async fn weight_is(haproxy: &HaproxyProcess, server: &str, weight: u32) {
+    wait_for(&format!("{server} at weight {weight}"), WAIT, || async {
+        (haproxy.weight(&format!("rpc/{server}")).await == Some(weight)).then_some(())
+    })
+    .await;
+}
+
+/// Runs the binary with `args`: (success, stdout, stderr).
+async fn backtest(config: &Path, args: &[String]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ethrpc-actuator"))
+        .arg("--config")
+        .arg(config)
+        .arg("backtest")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn range(from: f64, to: f64) -> Vec<String> {
+    vec![
+        "--from".into(),
+        format!("{from:.3}"),
+        "--to".into(),
+        format!("{to:.3}"),
+    ]
+}
+
+/// The backtest's events from its JSON run: ejection starts and ends.
+fn replayed(run: &Value) -> Vec<Event> {
+    let mut events = Vec::new();
+    for server in run["backends"][0]["servers"].as_array().unwrap() {
+        let name = server["server"].as_str().unwrap();
+        for e in server["ejections"].as_array().unwrap() {
+            events.push(Event {
+                server: name.to_owned(),
+                at: e["start"].as_f64().unwrap(),
+                out: Some(e["reason"].as_str().unwrap().to_owned()),
+            });
+            if let Some(end) = e["end"].as_f64() {
+                events.push(Event {
+                    server: name.to_owned(),
+                    at: end,
+                    out: None,
+                });
+            }
+        }
+    }
+    events.sort_by(|a, b| (&a.server, a.at).partial_cmp(&(&b.server, b.at)).unwrap());
+    events
+}
+
+fn first_ejection(run: &Value, server: &str) -> f64 {
+    run["backends"][0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["server"] == server)
+        .unwrap()["ejections"][0]["start"]
+        .as_f64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backtest_replays_a_recorded_run() {
+    let clock = Instant::now();
+    let progress = |what: &str| eprintln!("[{:>5.1}s] {what}", clock.elapsed().as_secs_f64());
+    let nodes = Anvil::start_mining_together(3, 31337).await;
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", nodes[1].port)).await;
+    let servers: Vec<(&str, String)> = nodes
+        .iter()
+        .zip(SERVERS)
+        .map(|(n, s)| (s, format!("127.0.0.1:{}", n.port)))
+        .collect();
+    let haproxy = HaproxyProcess::start(&backend("rpc", "roundrobin", &servers)).await;
+    let exporter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let exporter_address = exporter_listener.local_addr().unwrap().to_string();
+    let prometheus = PrometheusProcess::start(&[("ethrpc-exporter", exporter_address)], &[]).await;
+    let dir = TempDir::new("backtest");
+    let config_path = dir.path().join("ethrpc.toml");
+    // Equal weights: a healthy server is back at 100 whatever its probe latency on a busy
+    // machine, so the waits below have a fixed target.
+    let text = format!(
+        "[exporter]\nprobe_interval = \"500ms\"\nprobe_timeout = \"5s\"\n\
+         [actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"1s\"\nsignal_window = \"3s\"\n\
+         [policy]\nweighting = \"equal\"\nreadmit_after = 2\nslow_start = \"3s\"\nbase_ejection = \"5s\"\nmax_ejection = \"60s\"\n\
+         [[chain]]\nname = \"dev\"\nchain_id = 31337\nbackend = \"rpc\"\n\
+         [[chain.provider]]\nname = \"p1\"\nurl = \"{}\"\n\
+         [[chain.provider]]\nname = \"p2\"\nurl = \"{}\"\n\
+         [[chain.provider]]\nname = \"p3\"\nurl = \"{}\"\n",
+        prometheus.url(),
+        haproxy.admin_socket.display(),
+        nodes[0].url(),
+        proxy.url(),
+        nodes[2].url()
+    );
+    std::fs::write(&config_path, &text).unwrap();
+    let config = Config::parse(Path::new("backtest.toml"), &text, |_| None).unwrap();
+    let (_stop_exporter, exporter_stopped) = oneshot::channel::<()>();
+    tokio::spawn(exporter::run(config.clone(), exporter_listener, async {
+        let _ = exporter_stopped.await;
+    }));
+    let log = Log::default();
+    let writer = log.clone();
+    tracing::subscriber::set_global_default(log_subscriber(
+        LogFormat::Json,
+        "info",
+        false,
+        move || writer.clone(),
+    ))
+    .unwrap();
+    let actuator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop_actuator, actuator_stopped) = oneshot::channel::<()>();
+    // The replay starts cold where the live actuator did: its first cycle is at once.
+    let from = unix_now();
+    let live = tokio::spawn(actuator::run(
+        config,
+        RunOptions {
+            mode: Mode::Apply,
+            once: false,
+        },
+        actuator_listener,
+        async {
+            let _ = actuator_stopped.await;
+        },
+    ));
+    wait_for("the exporter's first samples", WAIT, || async {
+        let up = get_text(&format!(
+            "{}/api/v1/query?query=ethrpc_up",
+            prometheus.url()
+        ))
+        .await?;
+        (up.matches("\"provider\"").count() == 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    progress("stack up, all healthy");
+
+    // p1 stalls: ejected as lagging; resumes: back after the hold and readmission.
+    nodes[0].set_interval_mining(0).await;
+    weight_is(&haproxy, "p1", 0).await;
+    let gap = nodes[2].block_number().await - nodes[0].block_number().await;
+    nodes[0].mine(gap + 1).await;
+    nodes[0].set_interval_mining(1).await;
+    weight_is(&haproxy, "p1", 100).await;
+    progress("p1 stalled, ejected, resumed and readmitted");
+
+    // p2 flaps (errors 2 s, fine 2 s, three times): out once, back only after the whole hold.
+    for _ in 0..3 {
+        proxy.set_fault(Fault::Error);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.set_fault(Fault::Pass);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    weight_is(&haproxy, "p2", 100).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to = unix_now();
+    stop_actuator.send(()).unwrap();
+    assert!(live.await.unwrap().is_ok());
+    let live_events = log.events();
+    progress(&format!("p2 flapped and returned; live: {live_events:?}"));
+    for server in ["p1", "p2"] {
+        assert!(
+            live_events
+                .iter()
+                .any(|e| e.server == server && e.out.is_some()),
+            "the run must have ejected {server}: {live_events:?}"
+        );
+    }
+
+    // Never touched: a weight the replay would change stays as set.
+    haproxy.admin("set weight rpc/p3 37").await;
+
+    // The replay matches the live actuator within one step.
+    let svg = dir.path().join("backtest.svg");
+    let mut args = range(from, to);
+    args.extend(["--json".into(), "--svg".into(), svg.display().to_string()]);
+    let (ok, stdout, stderr) = backtest(&config_path, &args).await;
+    assert!(ok, "{stderr}");
+    let result: Value = serde_json::from_str(&stdout).unwrap();
+    let replay = replayed(&result["runs"][0]);
+    eprintln!("[backtest] {replay:?}");
+    assert_eq!(
+        replay.len(),
+        live_events.len(),
+        "live {live_events:?}\nreplay {replay:?}"
+    );
+    for (live, replayed) in live_events.iter().zip(&replay) {
+        let off = replayed.at - live.at;
+        eprintln!(
+            "{} {:?}: replay {off:+.2} s from live",
+            live.server, live.out
+        );
+        assert_eq!((&live.server, &live.out), (&replayed.server, &replayed.out));
+        assert!(
+            (-STEP - CYCLE_LATENCY..=STEP).contains(&off),
+            "{live:?} vs {replayed:?}"
+        );
+    }
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+    assert!(
+        picture.contains("lagging") && picture.contains(">p2<"),
+        "{picture}"
+    );
+    let (ok, text, stderr) = backtest(&config_path, &range(from, to)).await;
+    assert!(ok, "{stderr}");
+    eprintln!("{text}");
+    assert!(
+        text.contains("backend rpc (chain dev)") && text.contains("lagging"),
+        "{text}"
+    );
+    // A lower lag limit ejects earlier on the same data; --compare shows both side by side.
+    let mut args = range(from, to);
+    args.extend(["--set".into(), "max_block_lag=1".into(), "--json".into()]);
+    let (ok, stdout, stderr) = backtest(&config_path, &args).await;
+    assert!(ok, "{stderr}");
+    let lower: Value = serde_json::from_str(&stdout).unwrap();
+    let (base, strict) = (
+        first_ejection(&result["runs"][0], "p1"),
+        first_ejection(&lower["runs"][0], "p1"),
+    );
+    assert!(
+        strict < base - STEP,
+        "max_block_lag=1 ejects p1 at {strict}, default at {base}"
+    );
+    let compared = dir.path().join("compare.svg");
+    let mut args = range(from, to);
+    args.extend(["--svg".into(), compared.display().to_string()]);
+    args.extend(["--compare".into(), "max_block_lag=1".into()]);
+    let (ok, text, stderr) = backtest(&config_path, &args).await;
+    assert!(ok, "{stderr}");
+    eprintln!("{text}");
+    let picture = std::fs::read_to_string(&compared).unwrap();
+    assert!(picture.contains("stroke-dasharray"), "B is drawn dashed");
+    if let Ok(docs) = std::env::var("ETHRPC_BACKTEST_DOCS") {
+        std::fs::write(Path::new(&docs).join("backtest.svg"), &picture).unwrap();
+        std::fs::write(Path::new(&docs).join("backtest.txt"), &text).unwrap();
+    }
+    assert!(
+        text.contains("A = as configured; B = --compare max_block_lag=1")
+            && text.contains("ejections, A:")
+            && text.contains("ejections, B:"),
+        "{text}"
+    );
+
+    // Bad input and empty ranges are clear errors.
+    let mut args = range(from, to);
+    args.extend(["--set".into(), "max_lag=1".into()]);
+    let (ok, _, stderr) = backtest(&config_path, &args).await;
+    assert!(
+        !ok && stderr.contains("max_lag") && stderr.contains("max_block_lag"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = backtest(&config_path, &["--from".into(), "yesterday".into()]).await;
+    assert!(
+        !ok && stderr.contains("yesterday") && stderr.contains("RFC 3339"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = backtest(&config_path, &range(to, from)).await;
+    assert!(!ok && stderr.contains("must be before"), "{stderr}");
+    let (ok, _, stderr) = backtest(&config_path, &range(from - 7200.0, from - 3600.0)).await;
+    assert!(!ok && stderr.contains("no data"), "{stderr}");
+    assert_eq!(
+        haproxy.weight("rpc/p3").await,
+        Some(37),
+        "backtest never writes"
+    );
+}

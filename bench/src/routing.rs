@@ -1,0 +1,153 @@
+//! The `routing` part (issue 11): what the actuator does with tiers, plan limits and HAProxy's
+//! counters, on the bench's real parts. Three scenarios, each in its own submodule:
+//! [`ratelimit`] (a provider with a plan limit), [`tiers`] (a reserve behind two primaries that
+//! go down) and [`passive`] (a provider failing clients' calls but not the probes). A full run
+//! gives each scenario its own stack, one after the other; the short run puts one arm of each on
+//! one stack and runs them side by side.
+
+mod passive;
+mod ratelimit;
+mod tiers;
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::stack::{Arm, ArmSpec, Stack, ETHRPC_POLICY};
+
+/// Client requests per second through each arm's frontend.
+const RATE: u32 = 100;
+
+/// The actuator's passive signal over 5 s with its 1 s cycle: short enough to react within a few
+/// cycles, long enough to hold a few hundred requests per server.
+const ACTUATOR: &str = "signal_window = \"5s\"\n";
+
+/// An arm of a routing scenario: the standard arm of that kind, renamed, with the routing
+/// actuator settings.
+fn arm(kind: Arm, name: &'static str) -> ArmSpec {
+    ArmSpec {
+        name,
+        policy: ETHRPC_POLICY.to_owned(),
+        actuator: ACTUATOR,
+        ..ArmSpec::standard(kind)
+    }
+}
+
+/// The index of the arm named `name` in `stack`.
+fn index(stack: &Stack, name: &str) -> Option<usize> {
+    stack.arms.iter().position(|a| a.name() == name)
+}
+
+/// The indices of the arms of `names` that `stack` runs (a short run has fewer), in that order.
+fn present(stack: &Stack, names: &[&str]) -> Vec<usize> {
+    names.iter().filter_map(|name| index(stack, name)).collect()
+}
+
+/// Prints the actuators' pages of `arms` to stderr: what the actuator saw when a number came out
+/// as it did.
+async fn log_explain(stack: &Stack, arms: &[usize], when: &str) {
+    for &i in arms {
+        if let Some(page) = stack.arms[i].explain().await {
+            eprintln!("--- {} {when}:\n{page}", stack.arms[i].name());
+        }
+    }
+}
+
+/// Runs the scenarios and returns the report section. `short`: one arm each on one stack, tens of
+/// seconds. `_out` is where the report goes; this part draws no timelines next to it.
+pub async fn run(short: bool, _out: Option<&Path>) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let mut report = format!(
+        "## Tiers, plan limits and passive signals\n\n{RATE} client requests/s per arm through HAProxy (shipped \
+         `defaults` and backend options) to three noisy paid providers (`Noise::paid_provider`, medians 30 / 60 / \
+         120 ms); the exporter probes every 1 s, Prometheus scrapes every 1 s, each `ethrpc` arm's actuator runs every \
+         1 s with `signal_window = \"5s\"` and the bench's policy (`max_block_lag = 2`, `max_block_age = \"5s\"`, \
+         the defaults otherwise: `max_client_error_ratio = 0.25`, `min_client_requests = 20`).\n\n"
+    );
+    if short {
+        let specs: Vec<ArmSpec> = Scenario::ALL.iter().flat_map(|s| s.arms(true)).collect();
+        eprintln!("routing (short): {} arms on one stack", specs.len());
+        let stack = Stack::start_specs(specs, RATE).await?;
+        let texts =
+            futures::future::join_all(Scenario::ALL.map(|s| s.run(&stack, &Timing::SHORT))).await;
+        report.extend(texts);
+    } else {
+        for scenario in Scenario::ALL {
+            let specs = scenario.arms(false);
+            eprintln!("routing: {scenario:?}, {} arms", specs.len());
+            let stack = Stack::start_specs(specs, RATE).await?;
+            report.push_str(&scenario.run(&stack, &Timing::FULL).await);
+        }
+    }
+    let _ = writeln!(
+        report,
+        "_This part took {:.0} s._\n",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(report)
+}
+
+/// One of the part's scenarios.
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    Ratelimit,
+    Tiers,
+    Passive,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 3] = [Scenario::Ratelimit, Scenario::Tiers, Scenario::Passive];
+
+    /// Its arms; a short run keeps one.
+    fn arms(self, short: bool) -> Vec<ArmSpec> {
+        match self {
+            Scenario::Ratelimit => ratelimit::arms(short),
+            Scenario::Tiers => tiers::arms(short),
+            Scenario::Passive => passive::arms(short),
+        }
+    }
+
+    /// Runs it on `stack` (which runs its arms) and returns its report section.
+    async fn run(self, stack: &Stack, timing: &Timing) -> String {
+        match self {
+            Scenario::Ratelimit => ratelimit::run(stack, timing).await,
+            Scenario::Tiers => tiers::run(stack, timing).await,
+            Scenario::Passive => passive::run(stack, timing).await,
+        }
+    }
+}
+
+/// How long each scenario's phases last.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// The rate-limited run.
+    ratelimit: Duration,
+    /// Tier 1 healthy, before it goes down.
+    healthy: Duration,
+    /// Tier 1 down.
+    down: Duration,
+    /// Longest wait for tier 2 to stand by again after tier 1 recovers.
+    recovery: Duration,
+    /// Before and after the passive fault starts.
+    passive_before: Duration,
+    passive_after: Duration,
+}
+
+impl Timing {
+    const FULL: Timing = Timing {
+        ratelimit: Duration::from_secs(180),
+        healthy: Duration::from_secs(60),
+        down: Duration::from_secs(60),
+        recovery: Duration::from_secs(120),
+        passive_before: Duration::from_secs(30),
+        passive_after: Duration::from_secs(60),
+    };
+    const SHORT: Timing = Timing {
+        ratelimit: Duration::from_secs(25),
+        healthy: Duration::from_secs(5),
+        down: Duration::from_secs(10),
+        recovery: Duration::from_secs(10),
+        passive_before: Duration::from_secs(5),
+        passive_after: Duration::from_secs(20),
+    };
+}
