@@ -34,7 +34,7 @@ fn row(s: &ServerReport) -> Vec<String> {
             let _ = write!(text, " {:.0}% failed", r * 100.0);
         }
         if let Some(r) = c.rate_limited_ratio().filter(|r| *r > 0.0) {
-            let _ = write!(text, " {:.0}% 429", r * 100.0);
+            let _ = write!(text, " {:.0}% 4xx", r * 100.0);
         }
         text
     });

@@ -12,26 +12,23 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/live.rs"]
+mod live;
+#[path = "support/three_nodes.rs"]
+mod three_nodes;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actuator::backtest::parse_time;
-use actuator::cycle::Mode;
-use actuator::RunOptions;
-use common::config::Config;
 use common::process::{log_subscriber, LogFormat};
 use serde_json::Value;
-use testkit::anvil::Anvil;
-use testkit::fault_proxy::{Fault, FaultProxy};
-use testkit::haproxy::{backend, HaproxyProcess};
-use testkit::prometheus::PrometheusProcess;
+use testkit::fault_proxy::Fault;
+use testkit::haproxy::HaproxyProcess;
 use testkit::{get_text, wait_for, TempDir};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(60);
-const SERVERS: [&str; 3] = ["p1", "p2", "p3"];
 /// The live loop's interval and the backtest's step.
 const STEP: f64 = 1.0;
 /// How long after its tick the live cycle may log a write: its queries, its HAProxy read and
@@ -171,41 +168,24 @@ fn first_ejection(run: &Value, server: &str) -> f64 {
 async fn backtest_replays_a_recorded_run() {
     let clock = Instant::now();
     let progress = |what: &str| eprintln!("[{:>5.1}s] {what}", clock.elapsed().as_secs_f64());
-    let nodes = Anvil::start_mining_together(3, 31337).await;
-    let proxy = FaultProxy::start(format!("127.0.0.1:{}", nodes[1].port)).await;
-    let servers: Vec<(&str, String)> = nodes
-        .iter()
-        .zip(SERVERS)
-        .map(|(n, s)| (s, format!("127.0.0.1:{}", n.port)))
-        .collect();
-    let haproxy = HaproxyProcess::start(&backend("rpc", "roundrobin", &servers)).await;
-    let exporter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let exporter_address = exporter_listener.local_addr().unwrap().to_string();
-    let prometheus = PrometheusProcess::start(&[("ethrpc-exporter", exporter_address)], &[]).await;
-    let dir = TempDir::new("backtest");
-    let config_path = dir.path().join("ethrpc.toml");
+    let parts = three_nodes::ThreeNodes::start().await;
     // Equal weights: a healthy server is back at 100 whatever its probe latency on a busy
     // machine, so the waits below have a fixed target.
-    let text = format!(
-        "[exporter]\nprobe_interval = \"500ms\"\nprobe_timeout = \"5s\"\n\
-         [actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"1s\"\nsignal_window = \"3s\"\n\
-         [policy]\nweighting = \"equal\"\nreadmit_after = 2\nslow_start = \"3s\"\nbase_ejection = \"5s\"\nmax_ejection = \"60s\"\n\
-         [[chain]]\nname = \"dev\"\nchain_id = 31337\nbackend = \"rpc\"\n\
-         [[chain.provider]]\nname = \"p1\"\nurl = \"{}\"\n\
-         [[chain.provider]]\nname = \"p2\"\nurl = \"{}\"\n\
-         [[chain.provider]]\nname = \"p3\"\nurl = \"{}\"\n",
-        prometheus.url(),
-        haproxy.admin_socket.display(),
-        nodes[0].url(),
-        proxy.url(),
-        nodes[2].url()
+    let text = parts.config_text(
+        "weighting = \"equal\"\nreadmit_after = 2\nslow_start = \"3s\"\nbase_ejection = \"5s\"\nmax_ejection = \"60s\"",
     );
+    let three_nodes::ThreeNodes {
+        nodes,
+        proxy,
+        haproxy,
+        prometheus,
+        exporter_listener,
+    } = parts;
+    let dir = TempDir::new("backtest");
+    let config_path = dir.path().join("ethrpc.toml");
     std::fs::write(&config_path, &text).unwrap();
-    let config = Config::parse(Path::new("backtest.toml"), &text, |_| None).unwrap();
-    let (_stop_exporter, exporter_stopped) = oneshot::channel::<()>();
-    tokio::spawn(exporter::run(config.clone(), exporter_listener, async {
-        let _ = exporter_stopped.await;
-    }));
+    let config = live::parse(&text);
+    let _stop_exporter = live::spawn_exporter(&config, exporter_listener);
     let log = Log::default();
     let writer = log.clone();
     tracing::subscriber::set_global_default(log_subscriber(
@@ -215,21 +195,14 @@ async fn backtest_replays_a_recorded_run() {
         move || writer.clone(),
     ))
     .unwrap();
-    let actuator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop_actuator, actuator_stopped) = oneshot::channel::<()>();
     // The replay starts cold where the live actuator did: its first cycle is at once.
     let from = unix_now();
-    let live = tokio::spawn(actuator::run(
-        config,
-        RunOptions {
-            mode: Mode::Apply,
-            once: false,
-        },
-        actuator_listener,
-        async {
-            let _ = actuator_stopped.await;
-        },
-    ));
+    let live::LiveActuator {
+        base,
+        stop: stop_actuator,
+        handle: live,
+    } = live::spawn_actuator(config).await;
+    progress(&format!("live actuator at {base}"));
     wait_for("the exporter's first samples", WAIT, || async {
         let up = get_text(&format!(
             "{}/api/v1/query?query=ethrpc_up",

@@ -4,23 +4,22 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+#[path = "support/live.rs"]
+mod live;
+#[path = "support/three_nodes.rs"]
+mod three_nodes;
+
 use std::time::{Duration, Instant};
 
-use actuator::cycle::Mode;
-use actuator::RunOptions;
-use common::config::Config;
 use testkit::anvil::Anvil;
 use testkit::fault_proxy::{Fault, FaultProxy};
-use testkit::haproxy::{backend, HaproxyProcess};
+use testkit::haproxy::HaproxyProcess;
 use testkit::metrics_text::sample;
 use testkit::prometheus::PrometheusProcess;
 use testkit::{get_text, wait_for, TempDir};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(90);
-const SERVERS: [&str; 3] = ["p1", "p2", "p3"];
 
 struct Clock(Instant);
 
@@ -32,7 +31,7 @@ impl Clock {
 
 async fn weights(h: &HaproxyProcess) -> Vec<Option<u32>> {
     let mut out = Vec::new();
-    for s in SERVERS {
+    for s in three_nodes::SERVERS {
         out.push(h.weight(&format!("rpc/{s}")).await);
     }
     out
@@ -60,51 +59,25 @@ struct Stack {
 
 async fn start(policy: &str) -> Stack {
     let clock = Clock(Instant::now());
-    let nodes = Anvil::start_mining_together(3, 31337).await;
-    let proxy = FaultProxy::start(format!("127.0.0.1:{}", nodes[1].port)).await;
-    let servers: Vec<(&str, String)> = nodes
-        .iter()
-        .zip(SERVERS)
-        .map(|(n, s)| (s, format!("127.0.0.1:{}", n.port)))
-        .collect();
-    let haproxy = HaproxyProcess::start(&backend("rpc", "roundrobin", &servers)).await;
-    let exporter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let exporter_address = exporter_listener.local_addr().unwrap().to_string();
-    let prometheus = PrometheusProcess::start(&[("ethrpc-exporter", exporter_address)], &[]).await;
-
+    let parts = three_nodes::ThreeNodes::start().await;
+    let text = parts.config_text(policy);
+    let three_nodes::ThreeNodes {
+        nodes,
+        proxy,
+        haproxy,
+        prometheus,
+        exporter_listener,
+    } = parts;
     let dir = TempDir::new("e2e");
     let config_path = dir.path().join("ethrpc.toml");
-    let text = format!(
-        "[exporter]\nprobe_interval = \"500ms\"\nprobe_timeout = \"5s\"\n\
-         [actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"1s\"\nsignal_window = \"3s\"\n\
-         [policy]\n{policy}\n\
-         [[chain]]\nname = \"dev\"\nchain_id = 31337\nbackend = \"rpc\"\n\
-         [[chain.provider]]\nname = \"p1\"\nurl = \"{}\"\n\
-         [[chain.provider]]\nname = \"p2\"\nurl = \"{}\"\n\
-         [[chain.provider]]\nname = \"p3\"\nurl = \"{}\"\n",
-        prometheus.url(),
-        haproxy.admin_socket.display(),
-        nodes[0].url(),
-        proxy.url(),
-        nodes[2].url()
-    );
     std::fs::write(&config_path, &text).unwrap();
-    let config = Config::parse(Path::new("e2e.toml"), &text, |_| None).unwrap();
-
-    let (stop_exporter, exporter_stopped) = oneshot::channel::<()>();
-    tokio::spawn(exporter::run(config.clone(), exporter_listener, async {
-        let _ = exporter_stopped.await;
-    }));
-    let actuator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let actuator_base = format!("http://{}", actuator_listener.local_addr().unwrap());
-    let (stop_actuator, actuator_stopped) = oneshot::channel::<()>();
-    let options = RunOptions {
-        mode: Mode::Apply,
-        once: false,
-    };
-    let actuator = tokio::spawn(actuator::run(config, options, actuator_listener, async {
-        let _ = actuator_stopped.await;
-    }));
+    let config = live::parse(&text);
+    let stop_exporter = live::spawn_exporter(&config, exporter_listener);
+    let live::LiveActuator {
+        base: actuator_base,
+        stop: stop_actuator,
+        handle: actuator,
+    } = live::spawn_actuator(config).await;
     clock.log("stack up: 3 anvil nodes, exporter, Prometheus, HAProxy, actuator");
     let page_url = format!("{actuator_base}/");
     wait_for("the actuator to judge all three healthy", WAIT, || async {

@@ -6,14 +6,13 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+#[path = "support/live.rs"]
+mod live;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actuator::cycle::Mode;
-use actuator::RunOptions;
-use common::config::Config;
 use testkit::anvil::Anvil;
 use testkit::fault_proxy::{Fault, FaultProxy};
 use testkit::haproxy::{backend, HaproxyProcess};
@@ -34,6 +33,8 @@ struct Stack {
     frontend: String,
     page: String,
     stop: Vec<oneshot::Sender<()>>,
+    /// The actuator runs until `stop`; a failure shows in its page and the weights.
+    _actuator_task: tokio::task::JoinHandle<Result<bool, actuator::cycle::ActuatorError>>,
     _dir: TempDir,
 }
 
@@ -67,36 +68,19 @@ impl Stack {
         let prometheus =
             PrometheusProcess::start(&[("ethrpc-exporter", exporter_address)], &[]).await;
         let dir = TempDir::new("routing");
-        let mut text = format!(
-            "[exporter]\nprobe_interval = \"500ms\"\nprobe_timeout = \"2s\"\n\
-             [actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"1s\"\nsignal_window = \"3s\"\n\
-             [policy]\n{policy}\n\
-             [[chain]]\nname = \"dev\"\nchain_id = 31337\nbackend = \"rpc\"\n",
-            prometheus.url(),
-            haproxy.admin_socket.display(),
-        );
-        for (i, url) in urls.iter().enumerate() {
-            text.push_str(&format!(
-                "[[chain.provider]]\nname = \"p{}\"\nurl = \"{url}\"\n{}\n",
-                i + 1,
-                extra[i]
-            ));
-        }
-        let config = Config::parse(Path::new("routing.toml"), &text, |_| None).unwrap();
-        let (stop_exporter, exporter_stopped) = oneshot::channel::<()>();
-        tokio::spawn(exporter::run(config.clone(), exporter_listener, async {
-            let _ = exporter_stopped.await;
-        }));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let page = format!("http://{}/", listener.local_addr().unwrap());
-        let (stop_actuator, actuator_stopped) = oneshot::channel::<()>();
-        let options = RunOptions {
-            mode: Mode::Apply,
-            once: false,
-        };
-        tokio::spawn(actuator::run(config, options, listener, async {
-            let _ = actuator_stopped.await;
-        }));
+        let providers: Vec<(&str, String, &str)> = ["p1", "p2", "p3"]
+            .into_iter()
+            .zip(urls)
+            .zip(extra)
+            .map(|((name, url), extra)| (name, url, extra))
+            .collect();
+        let text = live::config_text(&prometheus.url(), &haproxy.admin_socket, policy, &providers);
+        let config = live::parse(&text);
+        let stop_exporter = live::spawn_exporter(&config, exporter_listener);
+        let actuator = live::spawn_actuator(config).await;
+        let page = format!("{}/", actuator.base);
+        let stop_actuator = actuator.stop;
+        let actuator_task = actuator.handle;
         Self {
             _nodes: nodes,
             proxies,
@@ -105,6 +89,7 @@ impl Stack {
             frontend: format!("http://127.0.0.1:{port}/"),
             page,
             stop: vec![stop_exporter, stop_actuator],
+            _actuator_task: actuator_task,
             _dir: dir,
         }
     }

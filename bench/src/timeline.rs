@@ -3,6 +3,8 @@
 //! recovery marked. Lines carry their labels at their ends, so no legend is needed.
 
 use std::fmt::Write as _;
+
+use common::svg::escape;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -46,12 +48,6 @@ fn seconds(at: Instant, zero: Instant) -> f64 {
     } else {
         -(zero - at).as_secs_f64()
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// Each bin's start and every server's share of the requests sent in it; `None` for a bin without

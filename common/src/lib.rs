@@ -9,3 +9,4 @@ pub mod metric_names;
 pub mod metrics;
 pub mod process;
 pub mod secret;
+pub mod svg;

@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use common::svg::escape;
+
 use super::summary::{Period, ServerSummary};
 use super::time::{format_span, format_time};
 use super::Backtest;
@@ -32,14 +34,9 @@ fn colour(reason: &str) -> &'static str {
         "lagging" => "#ef6c00",
         "slow" => "#0277bd",
         "erroring" => "#ad1457",
+        "client_errors" => "#00897b",
         _ => "#555555",
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 struct Frame {
