@@ -7,6 +7,9 @@
 //!   at weight 0. A tier once in use is released only when the lower ones cover the demand with
 //!   [`RELEASE_MARGIN`] to spare, so demand near a tier's capacity does not flip it every cycle,
 //!   and by servers done with slow start, so returning servers are not handed all the traffic.
+//!   A release that fails (the tier is needed again within [`FAILED_RELEASE_WITHIN`]) holds the
+//!   next one back, longer after each failure ([`ReleaseBackoff`]), so an incident changes tiers
+//!   once, not every time the lower tiers look ready again.
 //!   With no server available anywhere nothing stands by: tiers never empty a backend.
 //! - **Plan limits**: with the demand `D` known, a server's expected rate is `D × w / Σw`. Shares
 //!   are water-filled: a server whose share would exceed its limit (times [`PLAN_HEADROOM`]) is
@@ -22,6 +25,68 @@ pub const PLAN_HEADROOM: f64 = 0.9;
 
 /// A tier in use is released only when the lower tiers cover the demand this many times over.
 pub const RELEASE_MARGIN: f64 = 1.25;
+
+/// A release that ended with the tier brought back in sooner than this (seconds) failed: the
+/// lower tiers did not carry the demand after all.
+pub const FAILED_RELEASE_WITHIN: f64 = 300.0;
+/// The hold on releasing again after a first failed release (seconds); each further failure in a
+/// row doubles it, up to [`MAX_RELEASE_BACKOFF`].
+pub const RELEASE_BACKOFF: f64 = 60.0;
+pub const MAX_RELEASE_BACKOFF: f64 = 1800.0;
+
+/// What a reserve server remembers of its tier's releases.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReleaseBackoff {
+    /// It served last cycle: a tier in use, a weight above 0. Only serving → standby is a
+    /// release (not a start, nor a readmission straight into standby).
+    pub serving: bool,
+    /// When its tier was last released (policy clock); `None` once it served again or the
+    /// release held for [`FAILED_RELEASE_WITHIN`].
+    pub released_at: Option<f64>,
+    /// Failed releases in a row.
+    pub failures: u32,
+    /// Its tier is not released before this (policy clock).
+    pub held_until: f64,
+}
+
+impl ReleaseBackoff {
+    /// After a cycle in which the server stands by (`standby`) or serves (`serving`).
+    pub fn next(self, standby: bool, serving: bool, now: f64) -> Self {
+        let next = match self.released_at {
+            _ if self.serving && standby => Self {
+                released_at: Some(now),
+                ..self
+            },
+            Some(at) if now - at < FAILED_RELEASE_WITHIN => {
+                if !serving {
+                    return Self { serving, ..self };
+                }
+                let failures = self.failures.saturating_add(1);
+                let doublings = failures.saturating_sub(1).min(16) as i32;
+                let hold = (RELEASE_BACKOFF * 2f64.powi(doublings)).min(MAX_RELEASE_BACKOFF);
+                Self {
+                    released_at: None,
+                    failures,
+                    held_until: now + hold,
+                    ..self
+                }
+            }
+            // The release held: the count restarts.
+            Some(_) => Self {
+                released_at: None,
+                failures: 0,
+                ..self
+            },
+            None => self,
+        };
+        Self { serving, ..next }
+    }
+
+    /// Seconds its tier's release is still held at `now`; `None`: not held.
+    pub fn held_for(&self, now: f64) -> Option<f64> {
+        (self.held_until > now).then_some(self.held_until - now)
+    }
+}
 
 /// One server as routing sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,12 +119,13 @@ pub struct Routing {
 
 /// Chooses the tiers in use and caps weights; `demand` in requests per second (`None`: not
 /// measured yet, then only health chooses the tier), `previous` the highest tier in use last
-/// cycle.
+/// cycle, `release_held`: a failed release holds the tiers in use (see [`ReleaseBackoff`]).
 pub fn route(
     policy: &PolicyConfig,
     slots: &[Slot],
     demand: Option<f64>,
     previous: Option<Tier>,
+    release_held: bool,
 ) -> Routing {
     let need = demand.unwrap_or(0.0) * policy.min_tier_capacity;
     // What the available servers of tiers up to `t` carry (only those done with slow start, for
@@ -90,7 +156,9 @@ pub fn route(
         let chosen = enough.or(tiers.last().copied());
         match (chosen, previous) {
             // Keep a higher tier until the lower ones cover the demand with room to spare.
-            (Some(c), Some(p)) if p > c && tiers.contains(&p) && !releases(c) => Some(p),
+            (Some(c), Some(p)) if p > c && tiers.contains(&p) && (release_held || !releases(c)) => {
+                Some(p)
+            }
             _ => chosen,
         }
     } else {
@@ -241,7 +309,7 @@ mod tests {
         ];
         slots[0].ramping = true;
         slots[1].ramping = true;
-        let r = route(&p, &slots, Some(10.0), Some(tier(2)));
+        let r = route(&p, &slots, Some(10.0), Some(tier(2)), false);
         assert_eq!(
             r.tier,
             Some(tier(2)),
@@ -249,12 +317,15 @@ mod tests {
         );
         slots[0].ramping = false;
         assert_eq!(
-            route(&p, &slots, Some(10.0), Some(tier(2))).tier,
+            route(&p, &slots, Some(10.0), Some(tier(2)), false).tier,
             Some(tier(1))
         );
         // Coming up from nothing, tier 1 serves at once, ramping or not.
         slots[0].ramping = true;
-        assert_eq!(route(&p, &slots, Some(10.0), None).tier, Some(tier(1)));
+        assert_eq!(
+            route(&p, &slots, Some(10.0), None, false).tier,
+            Some(tier(1))
+        );
     }
 
     #[test]
@@ -265,7 +336,7 @@ mod tests {
             slot(1, None, true),
             slot(2, None, true),
         ];
-        let r = route(&p, &slots, Some(100.0), None);
+        let r = route(&p, &slots, Some(100.0), None, false);
         assert_eq!(r.tier, Some(tier(1)));
         assert_eq!(r.standby, [false, false, true]);
         assert_eq!(r.desired, [Some(100), Some(100), Some(0)]);
@@ -279,7 +350,7 @@ mod tests {
             slot(1, None, false),
             slot(2, None, true),
         ];
-        let r = route(&p, &slots, None, Some(tier(1)));
+        let r = route(&p, &slots, None, Some(tier(1)), false);
         assert_eq!(r.tier, Some(tier(2)));
         assert_eq!(r.desired, [Some(0), Some(0), Some(100)]);
     }
@@ -293,19 +364,28 @@ mod tests {
             slot(2, None, true),
         ];
         // Tier 1 carries 90 % of its 60 req/s of plans: 54.
-        assert_eq!(route(&p, &slots, Some(50.0), None).tier, Some(tier(1)));
-        assert_eq!(route(&p, &slots, Some(56.0), None).tier, Some(tier(2)));
+        assert_eq!(
+            route(&p, &slots, Some(50.0), None, false).tier,
+            Some(tier(1))
+        );
+        assert_eq!(
+            route(&p, &slots, Some(56.0), None, false).tier,
+            Some(tier(2))
+        );
         // Back to 50 req/s: 54 covers it, but not with a quarter to spare.
         assert_eq!(
-            route(&p, &slots, Some(50.0), Some(tier(2))).tier,
+            route(&p, &slots, Some(50.0), Some(tier(2)), false).tier,
             Some(tier(2))
         );
         assert_eq!(
-            route(&p, &slots, Some(40.0), Some(tier(2))).tier,
+            route(&p, &slots, Some(40.0), Some(tier(2)), false).tier,
             Some(tier(1))
         );
         // A reload resets HAProxy's counters: no demand, so the reserve stays.
-        assert_eq!(route(&p, &slots, None, Some(tier(2))).tier, Some(tier(2)));
+        assert_eq!(
+            route(&p, &slots, None, Some(tier(2)), false).tier,
+            Some(tier(2))
+        );
     }
 
     #[test]
@@ -316,7 +396,7 @@ mod tests {
             slot(1, None, true),
             slot(1, None, true),
         ];
-        let r = route(&p, &slots, Some(100.0), None);
+        let r = route(&p, &slots, Some(100.0), None, false);
         let rates = expected_rates(&slots, &r.desired, 100.0);
         assert!(rates[0] <= 15.0 * PLAN_HEADROOM + 0.5, "{rates:?}");
         assert!((rates[1] - rates[2]).abs() < 1.0, "{rates:?}");
@@ -327,7 +407,7 @@ mod tests {
     fn demand_over_every_limit_is_shared_by_limit_and_said() {
         let p = PolicyConfig::default();
         let slots = [slot(1, Some(10.0), true), slot(1, Some(30.0), true)];
-        let r = route(&p, &slots, Some(100.0), None);
+        let r = route(&p, &slots, Some(100.0), None, false);
         assert!(r.overloaded);
         assert_eq!(r.capacity, Some(40.0));
         let rates = expected_rates(&slots, &r.desired, 100.0);
@@ -338,7 +418,7 @@ mod tests {
     fn no_available_server_means_nothing_stands_by() {
         let p = PolicyConfig::default();
         let slots = [slot(1, None, false), slot(2, None, false)];
-        let r = route(&p, &slots, Some(10.0), Some(tier(1)));
+        let r = route(&p, &slots, Some(10.0), Some(tier(1)), false);
         assert_eq!(r.tier, None);
         assert_eq!(r.standby, [false, false]);
     }
@@ -346,7 +426,13 @@ mod tests {
     #[test]
     fn an_ejected_reserve_is_not_standing_by() {
         let p = PolicyConfig::default();
-        let r = route(&p, &[slot(1, None, true), slot(2, None, false)], None, None);
+        let r = route(
+            &p,
+            &[slot(1, None, true), slot(2, None, false)],
+            None,
+            None,
+            false,
+        );
         assert_eq!(r.standby, [false, false]);
         assert_eq!(r.desired, [Some(100), Some(0)]);
     }
@@ -356,7 +442,59 @@ mod tests {
         let p = PolicyConfig::default();
         let mut reserve = slot(2, None, false);
         reserve.desired = None;
-        let r = route(&p, &[slot(1, None, true), reserve], None, None);
+        let r = route(&p, &[slot(1, None, true), reserve], None, None, false);
         assert_eq!(r.desired, [Some(100), None]);
+    }
+
+    #[test]
+    fn a_failed_release_holds_the_next_one_longer_each_time_and_a_lasting_one_resets() {
+        // Standing by from the start (or straight after a readmission) is no release.
+        let b = ReleaseBackoff::default().next(true, false, 0.0);
+        assert_eq!(b.released_at, None);
+        // Served, released at 100, needed again at 130: a failed release, held 60 s.
+        let b = b.next(false, true, 90.0).next(true, false, 100.0);
+        assert_eq!(b.released_at, Some(100.0));
+        let b = b.next(true, false, 120.0).next(false, true, 130.0);
+        assert_eq!((b.failures, b.held_for(130.0)), (1, Some(60.0)));
+        assert_eq!(b.held_for(190.0), None);
+        // Released again at 200 and needed at 210: held twice as long.
+        let b = b.next(true, false, 200.0).next(false, true, 210.0);
+        assert_eq!((b.failures, b.held_for(210.0)), (2, Some(120.0)));
+        // A release that lasts FAILED_RELEASE_WITHIN held: the next need starts from nothing.
+        let b = b.next(true, false, 400.0);
+        let b = b.next(true, false, 400.0 + FAILED_RELEASE_WITHIN);
+        assert_eq!((b.failures, b.released_at), (0, None));
+        let b = b.next(false, true, 1000.0);
+        assert_eq!((b.failures, b.held_for(1000.0)), (0, None));
+        // Holds stop growing at MAX_RELEASE_BACKOFF.
+        let mut b = ReleaseBackoff::default();
+        for i in 0..12 {
+            let t = f64::from(i) * 10.0;
+            b = b
+                .next(false, true, t)
+                .next(true, false, t + 1.0)
+                .next(false, true, t + 2.0);
+        }
+        assert_eq!(b.held_for(112.0), Some(MAX_RELEASE_BACKOFF));
+    }
+
+    #[test]
+    fn a_held_release_keeps_the_higher_tier_in_use() {
+        let p = PolicyConfig::default();
+        let slots = [slot(1, None, true), slot(2, None, true)];
+        assert_eq!(
+            route(&p, &slots, Some(10.0), Some(tier(2)), false).tier,
+            Some(tier(1))
+        );
+        let held = route(&p, &slots, Some(10.0), Some(tier(2)), true);
+        assert_eq!(
+            (held.tier, held.standby),
+            (Some(tier(2)), vec![false, false])
+        );
+        // A hold never brings a tier in by itself.
+        assert_eq!(
+            route(&p, &slots, Some(10.0), Some(tier(1)), true).tier,
+            Some(tier(1))
+        );
     }
 }

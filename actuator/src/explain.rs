@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
+use crate::decision::Verdict;
 use crate::haproxy::WriteOutcome;
-use crate::policy::Verdict;
 use crate::report::{CycleReport, ServerReport};
 
 fn verdict_text(v: Verdict) -> String {
@@ -33,8 +33,11 @@ fn row(s: &ServerReport) -> Vec<String> {
         if let Some(r) = c.failed_ratio().filter(|r| *r > 0.0) {
             let _ = write!(text, " {:.0}% failed", r * 100.0);
         }
+        if let Some(r) = c.rpc_error_ratio().filter(|r| *r > 0.0) {
+            let _ = write!(text, " ({:.0}% JSON-RPC errors)", r * 100.0);
+        }
         if let Some(r) = c.rate_limited_ratio().filter(|r| *r > 0.0) {
-            let _ = write!(text, " {:.0}% 4xx", r * 100.0);
+            let _ = write!(text, " {:.0}% rate limited", r * 100.0);
         }
         text
     });
@@ -86,7 +89,12 @@ fn tiers_text(b: &crate::report::BackendReport) -> String {
     } else {
         ""
     };
-    let why = format!("{serving}{standing_by}");
+    let held = b.release_held_for.map_or(String::new(), |s| {
+        format!(
+            "; held another {s:.0}s: the last release failed (the tiers were needed again soon)"
+        )
+    });
+    let why = format!("{serving}{held}{standing_by}");
     let overload = if b.overloaded {
         "; OVERLOADED: demand above every plan limit in use, shared by limit"
     } else {
@@ -119,7 +127,7 @@ pub fn render(report: &CycleReport) -> String {
     .iter()
     .map(|h| h.to_string())
     .collect();
-    let mut out = String::new();
+    let mut out = crate::engine_lag::explain_line(report.engine_lag);
     for b in &report.backends {
         let algo = if b.algorithm.is_empty() {
             "not in HAProxy"
@@ -173,7 +181,20 @@ pub fn render(report: &CycleReport) -> String {
                 "  {server}: HAProxy backup server, its last resort when no active server is usable; left alone"
             );
         }
+        for server in &b.reserves_without_backup {
+            let _ = writeln!(out, "  WARNING {}", reserve_without_backup(server));
+        }
         out.push('\n');
     }
     out
+}
+
+/// What a reserve without a `backup` twin costs, and the fix in one line.
+pub fn reserve_without_backup(server: &str) -> String {
+    format!(
+        "{server}: a reserve (tier 2 or more) with no `backup` entry in HAProxy: if every primary \
+         dies at once, clients' requests fail until the next cycle brings {server} in; add \
+         `server {server}-backup <{server}'s address> backup` to the backend \
+         (deploy/README.md, \"Reserves (tiers) in HAProxy\")"
+    )
 }

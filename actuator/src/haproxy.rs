@@ -10,7 +10,10 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client_signal::ClientCounters;
-use crate::policy::WeightCommand;
+use crate::haproxy_write::WeightCommand;
+
+mod table;
+pub use table::{parse_table, ResponseCounts, ServerCounts, MAX_SERVERS, RESPONSE_COUNTING};
 
 /// Largest reply read (`show stat` for thousands of servers is a few MiB).
 const MAX_REPLY: usize = 64 << 20;
@@ -38,6 +41,8 @@ pub enum HaproxyError {
     TooLarge,
     #[error("HAProxy's `show stat` reply is not CSV with pxname, svname, status and weight columns: {first_line:?}")]
     NotStat { first_line: String },
+    #[error("HAProxy's `show table` reply is neither a table nor `No such table`: {first_line:?}")]
+    NotTable { first_line: String },
 }
 
 /// A server as `show stat` reports it.
@@ -52,6 +57,9 @@ pub struct ServerStat {
     pub counters: Option<ClientCounters>,
     /// A `backup` server (`bck` 1): HAProxy's last resort when no active server is usable.
     pub backup: bool,
+    /// Where it sends requests (`addr`, `ip:port`): a reserve's `backup` twin is the entry at the
+    /// same address. `None` when the column is missing or empty.
+    pub address: Option<String>,
 }
 
 /// A backend as `show stat` reports it.
@@ -60,6 +68,20 @@ pub struct BackendStat {
     /// The `algo` field, e.g. `roundrobin`.
     pub algorithm: String,
     pub servers: BTreeMap<String, ServerStat>,
+}
+
+impl BackendStat {
+    /// Takes each server's rate-limit answers and JSON-RPC errors from the backend's counting
+    /// table (`show table`): a server the table has no entry for has had no answer counted yet.
+    pub fn count_answers(&mut self, table: &ServerCounts) {
+        for (name, server) in &mut self.servers {
+            if let Some(counters) = &mut server.counters {
+                let counts = table.get(name).copied().unwrap_or_default();
+                counters.rate_limited = counts.rate_limited;
+                counters.rpc_errors = counts.rpc_errors.unwrap_or(0);
+            }
+        }
+    }
 }
 
 /// One server's weight to set.
@@ -159,6 +181,16 @@ impl Haproxy {
         parse_stat(&self.command("show stat -1 6 -1").await?)
     }
 
+    /// `backend`'s per-server response counters (HTTP 429s, …), from its stick table: see
+    /// [`parse_table`]. `Ok(None)` when the backend does not count them ([`RESPONSE_COUNTING`]
+    /// is missing from it; HAProxy answers an unknown backend the same way).
+    pub async fn response_counts(
+        &self,
+        backend: &str,
+    ) -> Result<Option<ServerCounts>, HaproxyError> {
+        parse_table(&self.command(&format!("show table {backend}")).await?)
+    }
+
     /// Sets weights, many per line; a line with any error is replayed one command at a time to
     /// find which failed.
     pub async fn set_weights(
@@ -206,8 +238,19 @@ fn outcome(reply: &str) -> WriteOutcome {
     }
 }
 
-/// Longest part of a non-CSV reply quoted in [`HaproxyError::NotStat`].
+/// Longest part of an unexpected reply quoted in an error.
 const QUOTED_REPLY: usize = 200;
+
+/// The first line of `reply`, cut, to quote in an error.
+fn first_line(reply: &str) -> String {
+    reply
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(QUOTED_REPLY)
+        .collect()
+}
 
 /// Parses `show stat` CSV by header name, with a CSV reader: HAProxy quotes fields that hold a
 /// comma (a check answered `503 Down, for maintenance`), so splitting on `,` would shift every
@@ -216,13 +259,7 @@ const QUOTED_REPLY: usize = 200;
 /// backend, server or status is left out too.
 pub fn parse_stat(reply: &str) -> Result<BTreeMap<String, BackendStat>, HaproxyError> {
     let not_stat = || HaproxyError::NotStat {
-        first_line: reply
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(QUOTED_REPLY)
-            .collect(),
+        first_line: first_line(reply),
     };
     let body = reply.strip_prefix("# ").ok_or_else(not_stat)?;
     let mut csv = csv::ReaderBuilder::new()
@@ -242,10 +279,8 @@ pub fn parse_stat(reply: &str) -> Result<BTreeMap<String, BackendStat>, HaproxyE
     let weight = col("uweight").or(col("weight")).ok_or_else(not_stat)?;
     let algo = col("algo");
     let bck = col("bck");
-    let counter_columns = [
-        "lbtot", "hrsp_5xx", "eresp", "econ", "hrsp_4xx", "wretr", "wredis",
-    ]
-    .map(col);
+    let addr = col("addr");
+    let counter_columns = ["lbtot", "hrsp_5xx", "eresp", "econ", "wretr", "wredis"].map(col);
     let mut backends: BTreeMap<String, BackendStat> = BTreeMap::new();
     for row in records.flatten() {
         let (Some(backend), Some(server)) = (row.get(px), row.get(sv)) else {
@@ -266,14 +301,23 @@ pub fn parse_stat(reply: &str) -> Result<BTreeMap<String, BackendStat>, HaproxyE
                 };
                 let value = |i: Option<usize>| row.get(i?)?.parse::<u64>().ok();
                 let backup = value(bck) == Some(1);
+                let address = addr
+                    .and_then(|i| row.get(i))
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned);
                 let counters = match counter_columns.map(value) {
-                    [Some(selected), Some(server_errors), Some(response_errors), Some(connection_errors), Some(rejected), Some(retried), Some(redispatched)] => {
+                    [Some(selected), Some(server_errors), Some(response_errors), Some(connection_errors), Some(retried), Some(redispatched)] =>
+                    {
+                        // 429s and JSON-RPC errors come from the backend's own table: `show
+                        // stat`'s `hrsp_4xx` counts every 4xx, clients' malformed requests too,
+                        // and no status shows an error inside a 200.
                         Some(ClientCounters {
                             selected,
                             server_errors,
                             response_errors,
                             connection_errors,
-                            rejected,
+                            rate_limited: 0,
+                            rpc_errors: 0,
                             retried,
                             redispatched,
                         })
@@ -291,6 +335,7 @@ pub fn parse_stat(reply: &str) -> Result<BTreeMap<String, BackendStat>, HaproxyE
                             status: status.to_owned(),
                             counters,
                             backup,
+                            address,
                         },
                     );
             }
@@ -325,14 +370,35 @@ mod tests {
                     server_errors: 1,
                     response_errors: 2,
                     connection_errors: 3,
-                    rejected: 4,
+                    rate_limited: 0,
+                    rpc_errors: 0,
                     retried: 5,
                     redispatched: 6,
                 }),
                 backup: false,
+                address: None,
             }
         );
         assert_eq!(stat["rr"].servers["b"].status, "DOWN 1/2");
+        let mut counted = stat.clone();
+        let mut table = ServerCounts::new();
+        table.insert(
+            "a".into(),
+            ResponseCounts {
+                rate_limited: 9,
+                rpc_errors: Some(4),
+                answers: Some(7),
+            },
+        );
+        counted.get_mut("rr").unwrap().count_answers(&table);
+        let counters =
+            |s: &BTreeMap<String, BackendStat>, server: &str| s["rr"].servers[server].counters;
+        assert_eq!(
+            counters(&counted, "a").map(|c| (c.rate_limited, c.rpc_errors)),
+            Some((9, 4)),
+            "hrsp_4xx is not read"
+        );
+        assert_eq!(counters(&counted, "b"), None, "still no counters");
         assert_eq!(
             stat["rr"].servers["b"].counters, None,
             "missing counters are no signal, not zeros"

@@ -5,9 +5,15 @@ pub mod backtest;
 pub mod capacity;
 pub mod client_signal;
 pub mod cycle;
+pub mod decision;
 pub mod ejection;
+pub mod engine_lag;
+pub mod error;
 pub mod explain;
+pub mod failure_log;
+pub mod gates;
 pub mod haproxy;
+pub mod haproxy_write;
 pub mod latency_weight;
 pub mod metrics;
 pub mod observe;
@@ -16,6 +22,7 @@ pub mod policy;
 pub mod prometheus_api;
 pub mod publish;
 pub mod report;
+pub mod warm_start;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +32,9 @@ use common::http_server::{Reply, StatusCode};
 use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
 
-use crate::cycle::{Actuator, ActuatorError, Mode};
+use crate::cycle::Actuator;
+use crate::error::ActuatorError;
+use crate::report::Mode;
 
 /// How `run` behaves.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +82,9 @@ pub async fn run(
     Ok(last_ok)
 }
 
+/// The status page before the first cycle.
+pub const NO_CYCLE_YET: &str = "no cycle has completed yet\n";
+
 /// The actuator's HTTP endpoints.
 fn route(actuator: &Actuator, path: &str) -> Reply {
     match path {
@@ -81,8 +93,15 @@ fn route(actuator: &Actuator, path: &str) -> Reply {
         "/readyz" if actuator.ready() => Reply::text(StatusCode::OK, "ready\n"),
         "/readyz" => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no successful cycle yet\n"),
         "/" => match actuator.last_report() {
-            Some(report) => Reply::text(StatusCode::OK, explain::render(&report)),
-            None => Reply::text(StatusCode::OK, "no cycle has completed yet\n"),
+            Some(report) => {
+                let memory = actuator.memory_source().unwrap_or_default();
+                let page = format!(
+                    "decided by this running actuator; memory {memory}\n\n{}",
+                    explain::render(&report)
+                );
+                Reply::text(StatusCode::OK, page)
+            }
+            None => Reply::text(StatusCode::OK, NO_CYCLE_YET),
         },
         _ => Reply::text(
             StatusCode::NOT_FOUND,

@@ -51,9 +51,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// One dry-run cycle, printed as a table per backend: observations, verdict, reason, weight
-    /// now in HAProxy and the weight it would set.
-    Explain,
+    /// The running actuator's last decision, as a table per backend: observations, verdict,
+    /// reason, weight now in HAProxy and the weight set. When the running actuator cannot be
+    /// reached, one dry-run cycle computed here with the memory rebuilt from its history in
+    /// Prometheus, as a restart would. The first line says which of the two it is.
+    Explain {
+        /// The running actuator's status page [default: http://`[actuator] listen`/].
+        #[arg(long, value_name = "URL")]
+        from: Option<url::Url>,
+    },
     /// What the policy would have done over a stretch of Prometheus history: ejections, weight
     /// writes, time at 0, fail open and each server's share of the traffic. Never touches HAProxy.
     Backtest(BacktestArgs),
@@ -84,6 +90,45 @@ struct BacktestArgs {
     json: bool,
 }
 
+/// The status page of an actuator listening on `listen` (an unspecified address is reached on
+/// loopback).
+fn status_page(listen: SocketAddr) -> url::Url {
+    let ip = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let address = SocketAddr::new(ip, listen.port());
+    url::Url::parse(&format!("http://{address}/"))
+        .unwrap_or_else(|_| url::Url::parse("http://127.0.0.1:9788/").expect("a valid literal URL"))
+}
+
+/// The running actuator's decision from its status page, or why there is none.
+async fn running_decision(url: &url::Url, timeout: Duration) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| format!("not reachable: {}", e.without_url()))?;
+    let status = response.status();
+    let page = response
+        .text()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    if !status.is_success() {
+        return Err(format!("answered HTTP {status}"));
+    }
+    if page.starts_with(actuator::NO_CYCLE_YET) {
+        return Err("no cycle has completed there yet".into());
+    }
+    Ok(page)
+}
+
 fn time_arg(s: &str) -> Result<f64, String> {
     backtest::parse_time(s, std::time::SystemTime::now())
 }
@@ -108,10 +153,20 @@ async fn main() -> anyhow::Result<ExitCode> {
         a.interval = interval;
     }
     match cli.command {
-        Some(Command::Explain) => {
-            let actuator = Actuator::new(config)?;
-            let report = actuator.cycle(Mode::DryRun).await?;
-            print!("{}", actuator::explain::render(&report));
+        Some(Command::Explain { from }) => {
+            let url = from.unwrap_or_else(|| status_page(cli.listen.unwrap_or(a.listen)));
+            match running_decision(&url, a.query_timeout).await {
+                Ok(page) => {
+                    print!("source: the running actuator at {url} (its last cycle)\n{page}")
+                }
+                Err(why) => {
+                    let actuator = Actuator::new(config)?;
+                    let report = actuator.cycle(Mode::DryRun).await?;
+                    let memory = actuator.memory_source().unwrap_or_default();
+                    println!("source: computed here, not by the running actuator ({url}: {why}); memory {memory}\n");
+                    print!("{}", actuator::explain::render(&report));
+                }
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Backtest(args)) => {

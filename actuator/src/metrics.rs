@@ -7,49 +7,46 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use common::metrics::{Counter, Exposition, Gauge, Histogram, Kind, Labels};
 
-use crate::policy::EjectReason;
+use crate::decision::EjectReason;
+
+/// Names of the series a restart reads back (see `warm_start`), shared so a rename cannot
+/// break it silently.
+pub mod names {
+    pub const WEIGHT: &str = "ethrpc_actuator_weight";
+    pub const RECENT_EJECTIONS: &str = "ethrpc_actuator_recent_ejections";
+    pub const EARLIEST_RETURN: &str = "ethrpc_actuator_earliest_return_timestamp_seconds";
+    pub const EJECTED: &str = "ethrpc_actuator_ejected";
+    pub const STANDBY: &str = "ethrpc_actuator_standby";
+    pub const LIMIT: &str = "ethrpc_actuator_limit_requests_per_second";
+    pub const WEIGHED_LATENCY: &str = "ethrpc_actuator_weighed_latency_seconds";
+    pub const LATENCY_BUCKET: &str = "ethrpc_actuator_latency_bucket";
+    pub const SLOW_START: &str = "ethrpc_actuator_slow_start_started_timestamp_seconds";
+}
 
 /// Upper bounds of `ethrpc_actuator_cycle_duration_seconds`, in seconds: a cycle is a few
 /// milliseconds of planning around two round trips, and the query timeout bounds it.
 const CYCLE_DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
-/// Declares a fixed label set: an enum, its `ALL` and its label values.
-macro_rules! label_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal,)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum $name { $($variant,)* }
-
-        impl $name {
-            pub const ALL: [$name; [$($text),*].len()] = [$($name::$variant),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text,)* }
-            }
-        }
-    };
-}
-
-label_enum! {
+common::label_enum! {
     /// `ethrpc_actuator_cycles_total{result}`.
-    CycleResult {
+    pub enum CycleResult {
         Ok => "ok",
         PrometheusError => "prometheus_error",
         HaproxyError => "haproxy_error",
     }
 }
 
-label_enum! {
+common::label_enum! {
     /// `ethrpc_actuator_errors_total{stage}`: what failed.
-    ErrorSource {
+    pub enum ErrorSource {
         Prometheus => "prometheus",
         Haproxy => "haproxy",
     }
 }
 
-label_enum! {
+common::label_enum! {
     /// `ethrpc_actuator_stage_duration_seconds{stage}`: the steps of a cycle.
-    Stage {
+    pub enum Stage {
         Prometheus => "prometheus",
         HaproxyRead => "haproxy_read",
         Policy => "policy",
@@ -57,16 +54,17 @@ label_enum! {
     }
 }
 
-label_enum! {
+common::label_enum! {
     /// `ethrpc_actuator_server_mismatch{kind}`: how HAProxy and the config disagree.
-    Mismatch {
+    pub enum Mismatch {
         MissingInHaproxy => "missing_in_haproxy",
         NotConfigured => "not_configured",
     }
 }
 
-/// One HAProxy server's series (labels `backend`, `server`).
-#[derive(Debug)]
+/// One HAProxy server's series (labels `backend`, `server`). A new gauge is a field here and a
+/// line in [`SERVER_GAUGES`] (its name and help); it starts absent.
+#[derive(Debug, Default)]
 pub struct ServerSeries {
     labels: Labels,
     pub weight: Gauge,
@@ -79,25 +77,19 @@ pub struct ServerSeries {
     pub standby: Gauge,
     pub client_rate: Gauge,
     pub client_error_ratio: Gauge,
+    pub client_rpc_error_ratio: Gauge,
     pub client_rate_limited_ratio: Gauge,
     pub limit: Gauge,
+    pub weighed_latency: Gauge,
+    pub latency_bucket: Gauge,
+    pub slow_start_since: Gauge,
 }
 
 impl ServerSeries {
     fn new(backend: &str, server: &str) -> Self {
         Self {
             labels: Labels::new(&[("backend", backend), ("server", server)]),
-            weight: Gauge::absent(),
-            haproxy_weight: Gauge::absent(),
-            ejected: Default::default(),
-            recent_ejections: Gauge::absent(),
-            returns_at: Gauge::absent(),
-            weight_writes: Counter::default(),
-            standby: Gauge::absent(),
-            client_rate: Gauge::absent(),
-            client_error_ratio: Gauge::absent(),
-            client_rate_limited_ratio: Gauge::absent(),
-            limit: Gauge::absent(),
+            ..Self::default()
         }
     }
 
@@ -112,27 +104,50 @@ impl ServerSeries {
     /// Takes its gauges out of the exposition (the server is gone from HAProxy), so that no
     /// alert stays on them; the write counter stays, as counters do.
     pub fn clear(&self) {
-        for gauge in [
-            &self.weight,
-            &self.haproxy_weight,
-            &self.recent_ejections,
-            &self.returns_at,
-            &self.standby,
-            &self.client_rate,
-            &self.client_error_ratio,
-            &self.client_rate_limited_ratio,
-            &self.limit,
-        ]
-        .into_iter()
-        .chain(&self.ejected)
-        {
+        for (_, _, pick) in SERVER_GAUGES {
+            pick(self).clear();
+        }
+        for gauge in &self.ejected {
             gauge.clear();
         }
     }
 }
 
-/// One backend's series (label `backend`).
-#[derive(Debug)]
+type ServerGauge = (&'static str, &'static str, fn(&ServerSeries) -> &Gauge);
+type BackendGauge = (&'static str, &'static str, fn(&BackendSeries) -> &Gauge);
+
+/// Each per-server gauge: its name, its help and its field.
+#[rustfmt::skip]
+const SERVER_GAUGES: [ServerGauge; 13] = [
+    (names::WEIGHT, "Weight HAProxy should have after the last cycle: what was written, else what it had (a change inside the deadband or missing data writes nothing).", |s| &s.weight),
+    ("ethrpc_actuator_haproxy_weight", "Weight HAProxy reported for the server at the start of the last cycle.", |s| &s.haproxy_weight),
+    (names::RECENT_EJECTIONS, "The server's recent ejection count: an ejected server must stay healthy for base_ejection times this (at most max_ejection) before it returns; decays while it stays in the pool.", |s| &s.recent_ejections),
+    (names::EARLIEST_RETURN, "Unix time an ejected server may return at the earliest (it also needs readmit_after healthy cycles); absent while it is in the pool.", |s| &s.returns_at),
+    (names::STANDBY, "1 while the server is healthy but its tier is not in use (weight 0), else 0.", |s| &s.standby),
+    ("ethrpc_actuator_client_requests_per_second", "Client requests HAProxy sent the server, per second over the signal window (lbtot).", |s| &s.client_rate),
+    ("ethrpc_actuator_client_error_ratio", "Share of the server's client requests over the signal window that failed: 5xx, connection and response errors (HAProxy's counters) and the provider's JSON-RPC errors inside a 200 (the backend's counting table).", |s| &s.client_error_ratio),
+    ("ethrpc_actuator_client_rpc_error_ratio", "Share of the server's client requests over the signal window answered HTTP 200 with the provider's JSON-RPC error (header not found, pruned state, internal; not rate limits, not the client's own reverts or invalid params), from the backend's counting table.", |s| &s.client_rpc_error_ratio),
+    ("ethrpc_actuator_client_rate_limited_ratio", "Share of the server's client requests over the signal window answered as rate limited (HTTP 429, or a JSON-RPC rate-limit error inside a 200), from the backend's counting table.", |s| &s.client_rate_limited_ratio),
+    (names::LIMIT, "The request rate the server's weight is capped to: its plan's max_rps, or what it carried before answering rate limits (HTTP 429 or JSON-RPC); absent when unlimited.", |s| &s.limit),
+    (names::WEIGHED_LATENCY, "The smoothed latency the server's weight follows (geometric mean); absent until one was observed. Read back at a restart.", |s| &s.weighed_latency),
+    (names::LATENCY_BUCKET, "The latency bucket the server's weight is computed from (1 = the fastest, kept with hysteresis). Read back at a restart.", |s| &s.latency_bucket),
+    (names::SLOW_START, "Unix time the server's slow start began; absent when it is not ramping up. Read back at a restart.", |s| &s.slow_start_since),
+];
+
+/// Each per-backend gauge: its name, its help and its field.
+#[rustfmt::skip]
+const BACKEND_GAUGES: [BackendGauge; 6] = [
+    ("ethrpc_actuator_fail_open", "1 while every server of the backend is bad and all share the traffic.", |b| &b.fail_open),
+    ("ethrpc_actuator_servers_without_data", "Servers of the backend whose weight is held because Prometheus has no fresh data for their provider (missing, stale or clock-skewed).", |b| &b.servers_without_data),
+    ("ethrpc_actuator_tier_in_use", "The highest tier serving the backend; higher tiers stand by. Absent while no server is available.", |b| &b.tier_in_use),
+    ("ethrpc_actuator_demand_requests_per_second", "Client requests per second to the backend over the signal window, from HAProxy's counters.", |b| &b.demand),
+    ("ethrpc_actuator_capacity_requests_per_second", "Sum of the plan limits of the available servers of the tiers in use; absent when one of them is unlimited.", |b| &b.capacity),
+    ("ethrpc_actuator_overloaded", "1 while the demand exceeds every plan limit in use and traffic is shared by limit, else 0.", |b| &b.overloaded),
+];
+
+/// One backend's series (label `backend`). A new gauge is a field here and a line in
+/// [`BACKEND_GAUGES`]; it starts absent.
+#[derive(Debug, Default)]
 pub struct BackendSeries {
     labels: Labels,
     pub fail_open: Gauge,
@@ -155,6 +170,9 @@ pub struct ActuatorMetrics {
     stage_durations: [(Labels, Gauge); Stage::ALL.len()],
     pub cycle_duration: Histogram,
     pub last_success: Gauge,
+    /// How far the metrics engine's newest sample is behind its evaluation time.
+    pub engine_lag: Gauge,
+    pub engine_lagging: Gauge,
     servers: Mutex<BTreeMap<(String, String), Arc<ServerSeries>>>,
     backends: Mutex<BTreeMap<String, Arc<BackendSeries>>>,
     /// By (backend, server, kind); set to 0, not removed, when resolved.
@@ -194,6 +212,8 @@ impl ActuatorMetrics {
             stage_durations: labelled("stage", Stage::ALL.map(Stage::as_str)),
             cycle_duration: Histogram::new(&CYCLE_DURATION_BUCKETS),
             last_success: Gauge::absent(),
+            engine_lag: Gauge::absent(),
+            engine_lagging: Gauge::absent(),
             servers: Mutex::default(),
             backends: Mutex::default(),
             mismatches: Mutex::default(),
@@ -234,12 +254,7 @@ impl ActuatorMetrics {
             .or_insert_with(|| {
                 Arc::new(BackendSeries {
                     labels: Labels::new(&[("backend", backend)]),
-                    fail_open: Gauge::absent(),
-                    servers_without_data: Gauge::absent(),
-                    tier_in_use: Gauge::absent(),
-                    demand: Gauge::absent(),
-                    capacity: Gauge::absent(),
-                    overloaded: Gauge::absent(),
+                    ..BackendSeries::default()
                 })
             })
             .clone()
@@ -278,46 +293,19 @@ impl ActuatorMetrics {
             "Always 1; the version label says which actuator runs.",
             &[(&self.build_info.0, &self.build_info.1)],
         );
-        gauge_family(&mut out, "ethrpc_actuator_weight", "Weight HAProxy should have after the last cycle: what was written, else what it had (a change inside the deadband or missing data writes nothing).", &per_server(|s| &s.weight));
-        gauge_family(
-            &mut out,
-            "ethrpc_actuator_haproxy_weight",
-            "Weight HAProxy reported for the server at the start of the last cycle.",
-            &per_server(|s| &s.haproxy_weight),
-        );
-        gauge_family(&mut out, "ethrpc_actuator_recent_ejections", "The server's recent ejection count: an ejected server must stay healthy for base_ejection times this (at most max_ejection) before it returns; decays while it stays in the pool.", &per_server(|s| &s.recent_ejections));
-        gauge_family(&mut out, "ethrpc_actuator_earliest_return_timestamp_seconds", "Unix time an ejected server may return at the earliest (it also needs readmit_after healthy cycles); absent while it is in the pool.", &per_server(|s| &s.returns_at));
-        gauge_family(
-            &mut out,
-            "ethrpc_actuator_fail_open",
-            "1 while every server of the backend is bad and all share the traffic.",
-            &per_backend(|b| &b.fail_open),
-        );
-        gauge_family(&mut out, "ethrpc_actuator_servers_without_data", "Servers of the backend whose weight is held because Prometheus has no fresh data for their provider (missing, stale or clock-skewed).", &per_backend(|b| &b.servers_without_data));
-        gauge_family(
-            &mut out,
-            "ethrpc_actuator_standby",
-            "1 while the server is healthy but its tier is not in use (weight 0), else 0.",
-            &per_server(|s| &s.standby),
-        );
-        gauge_family(
-            &mut out,
-            "ethrpc_actuator_client_requests_per_second",
-            "Client requests HAProxy sent the server, per second over the signal window (lbtot).",
-            &per_server(|s| &s.client_rate),
-        );
-        gauge_family(&mut out, "ethrpc_actuator_client_error_ratio", "Share of the server's client requests over the signal window that failed (5xx, connection and response errors, from HAProxy's counters).", &per_server(|s| &s.client_error_ratio));
-        gauge_family(&mut out, "ethrpc_actuator_client_rate_limited_ratio", "Share of the server's client requests over the signal window answered with a 4xx (429: rate limited).", &per_server(|s| &s.client_rate_limited_ratio));
-        gauge_family(&mut out, "ethrpc_actuator_limit_requests_per_second", "The request rate the server's weight is capped to: its plan's max_rps, or what it carried before answering 429s; absent when unlimited.", &per_server(|s| &s.limit));
-        gauge_family(&mut out, "ethrpc_actuator_tier_in_use", "The highest tier serving the backend; higher tiers stand by. Absent while no server is available.", &per_backend(|b| &b.tier_in_use));
-        gauge_family(&mut out, "ethrpc_actuator_demand_requests_per_second", "Client requests per second to the backend over the signal window, from HAProxy's counters.", &per_backend(|b| &b.demand));
-        gauge_family(&mut out, "ethrpc_actuator_capacity_requests_per_second", "Sum of the plan limits of the available servers of the tiers in use; absent when one of them is unlimited.", &per_backend(|b| &b.capacity));
-        gauge_family(&mut out, "ethrpc_actuator_overloaded", "1 while the demand exceeds every plan limit in use and traffic is shared by limit, else 0.", &per_backend(|b| &b.overloaded));
+        for (name, help, pick) in SERVER_GAUGES {
+            gauge_family(&mut out, name, help, &per_server(pick));
+        }
+        for (name, help, pick) in BACKEND_GAUGES {
+            gauge_family(&mut out, name, help, &per_backend(pick));
+        }
         let stages: Vec<(&Labels, &Gauge)> =
             self.stage_durations.iter().map(|(l, g)| (l, g)).collect();
         gauge_family(&mut out, "ethrpc_actuator_stage_duration_seconds", "Duration of each stage of the last cycle: prometheus, policy, haproxy_read, haproxy_write.", &stages);
         gauge_family(&mut out, "ethrpc_actuator_last_success_timestamp_seconds", "Unix time of the last cycle that read Prometheus and HAProxy and applied its decisions.", &[(&Labels::new(&[]), &self.last_success)]);
-        let name = "ethrpc_actuator_ejected";
+        gauge_family(&mut out, "ethrpc_actuator_metrics_engine_lag_seconds", "How far the metrics engine's newest sample of the exporter is behind the engine's evaluation time (its own clock): a scrape interval on Prometheus, plus -search.latencyOffset on VictoriaMetrics. Absent while the engine has no sample of the exporter.", &[(&Labels::new(&[]), &self.engine_lag)]);
+        gauge_family(&mut out, "ethrpc_actuator_metrics_engine_lagging", "1 while the metrics engine's lag is over half of max_data_age (fresh data looks stale and weights are held), else 0.", &[(&Labels::new(&[]), &self.engine_lagging)]);
+        let name = names::EJECTED;
         out.family(name, Kind::Gauge, "1 if the policy judges the server bad for this reason (ejected, readmitting or failed open), else 0.");
         for s in &servers {
             for reason in EjectReason::ALL {
@@ -435,6 +423,8 @@ mod tests {
         m.set_mismatch("b", "x", Mismatch::MissingInHaproxy, 1.0);
         m.stage_duration(Stage::Policy).set(0.001);
         m.last_success.set(1.7e9);
+        m.engine_lag.set(0.5);
+        m.engine_lagging.set(0.0);
         m.cycle_duration.observe(0.02);
         m.cycles(CycleResult::Ok).inc();
         let text = m.render();

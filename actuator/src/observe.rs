@@ -8,9 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use common::cadence::probe_period;
 use common::config::{Config, Queries};
 
-use crate::policy::Observation;
+use crate::decision::Observation;
+use crate::engine_lag::{self, EngineLag};
 use crate::prometheus_api::{PrometheusClient, PrometheusError, QueryResult};
 
 /// A provider as labelled by the exporter.
@@ -40,21 +42,13 @@ const PROBE_SKEW_TOLERANCE_SECONDS: f64 = 1.0;
 /// A block this far in the exporter's future is clock skew, not a block producer's rounding.
 const BLOCK_SKEW_TOLERANCE_SECONDS: f64 = 15.0;
 
-/// Which timestamp came from the future.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skew {
-    /// The exporter's last probe, against Prometheus' clock.
-    LastProbe,
-    /// The provider's head block, against the exporter's clock.
-    BlockTimestamp,
-}
-
-impl Skew {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Skew::LastProbe => "last_probe",
-            Skew::BlockTimestamp => "block_timestamp",
-        }
+common::label_enum! {
+    /// Which timestamp came from the future.
+    pub enum Skew {
+        /// The exporter's last probe, against Prometheus' clock.
+        LastProbe => "last_probe",
+        /// The provider's head block, against the exporter's clock.
+        BlockTimestamp => "block_timestamp",
     }
 }
 
@@ -64,6 +58,8 @@ pub struct Observations {
     signals: HashMap<ProviderKey, Observation>,
     /// Providers with data from the future: which timestamp, and by how many seconds.
     pub clock_skewed: Vec<(ProviderKey, Skew, f64)>,
+    /// How far the engine itself lags (live loop only); `None` when unknown.
+    pub engine_lag: Option<EngineLag>,
 }
 
 impl Observations {
@@ -78,7 +74,7 @@ impl Observations {
 
 /// How old a provider's last probe may be for its data to count as fresh: `max_data_age`, plus,
 /// for a provider probed less often than the exporter's rounds (its own `probe_interval`,
-/// rounded up to whole rounds as the exporter does), how much longer its interval is. A reserve
+/// rounded up to whole rounds: [`probe_period`]), how much longer its interval is. A reserve
 /// probed every minute is then not taken for stale between its probes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Freshness {
@@ -96,21 +92,25 @@ impl Freshness {
     }
 
     pub fn new(config: &Config) -> Self {
-        let round = config.exporter.probe_interval.as_secs_f64();
+        let round = config.exporter.probe_interval;
         let mut freshness = Self::uniform(config.actuator.max_data_age);
         for chain in &config.chains {
             for p in chain.providers.iter() {
-                let Some(own) = p.probe_interval else {
-                    continue;
-                };
-                let period = (own.as_secs_f64() / round).ceil() * round;
-                freshness.longer.insert(
-                    ProviderKey::new(chain.name.as_str(), p.name.as_str()),
-                    period - round,
-                );
+                let longer = probe_period(p, &config.exporter).saturating_sub(round);
+                if !longer.is_zero() {
+                    freshness.longer.insert(
+                        ProviderKey::new(chain.name.as_str(), p.name.as_str()),
+                        longer.as_secs_f64(),
+                    );
+                }
             }
         }
         freshness
+    }
+
+    /// Seconds any provider's last probe may be old (`max_data_age`).
+    pub fn max_data_age(&self) -> f64 {
+        self.max_data_age
     }
 
     /// Seconds `key`'s last probe may be old.
@@ -164,18 +164,22 @@ pub fn signal_queries(q: &Queries) -> [(&'static str, &str); 7] {
     ]
 }
 
-/// Runs every query and assembles the observations.
+/// Runs every query, measures the engine's own lag, and assembles the observations.
 pub async fn observe(
     client: &PrometheusClient,
     queries: &Queries,
     freshness: &Freshness,
 ) -> Result<Observations, PrometheusError> {
-    let answers = futures::future::try_join_all(
-        signal_queries(queries)
-            .map(|(name, text)| async move { signal(name, client.query(text).await?) }),
-    )
-    .await?;
-    Ok(assemble(&Signals::from_answers(answers), freshness))
+    let (answers, engine_lag) = tokio::join!(
+        futures::future::try_join_all(
+            signal_queries(queries)
+                .map(|(name, text)| async move { signal(name, client.query(text).await?) }),
+        ),
+        engine_lag::measure(client, freshness.max_data_age()),
+    );
+    let mut observations = assemble(&Signals::from_answers(answers?), freshness);
+    observations.engine_lag = engine_lag;
+    Ok(observations)
 }
 
 /// The observations the signals make, without I/O: the live loop assembles its instant queries'

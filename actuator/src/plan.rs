@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use common::config::{ChainConfig, Name};
+use common::config::{ChainConfig, Name, Tier};
 
 use crate::client_signal::CounterHistory;
-use crate::haproxy::{BackendStat, WeightWrite};
+use crate::decision::{Memory, ServerInput, Verdict};
+use crate::haproxy::{BackendStat, ServerStat, WeightWrite};
+use crate::haproxy_write::weight_to_write;
 use crate::observe::{Observations, ProviderKey};
-use crate::policy::{decide, weight_to_write, Memory, ServerInput, Verdict};
+use crate::policy::decide;
 use crate::report::{BackendReport, CycleReport, ServerReport};
 
 /// A server of a backend, as named by the validated config.
@@ -68,7 +70,7 @@ pub struct Plan {
 
 /// Whether HAProxy sends traffic to a server with this `show stat` status: `UP` (with or
 /// without a ` 1/2` transition suffix) or `no check`; not `DOWN`, `MAINT`, `DRAIN` or `NOLB`.
-fn haproxy_up(status: &str) -> bool {
+pub fn haproxy_up(status: &str) -> bool {
     status.starts_with("UP") || status == "no check"
 }
 
@@ -151,6 +153,8 @@ fn plan_backend(
             observation,
             verdict: Verdict::NoData,
             weighed_latency: None,
+            latency_bucket: None,
+            ramping_for: None,
             ejections: 0,
             returns_in: None,
             current,
@@ -169,22 +173,15 @@ fn plan_backend(
         s.verdict = d.verdict;
         s.desired = d.desired;
         s.ejections = d.memory.ejection.count;
-        s.limit = d
-            .memory
-            .limit(p.max_rps, input.now)
-            .filter(|_| limits_apply);
+        s.limit = d.limit;
         s.weighed_latency = d.memory.latency.map(|l| l.seconds());
+        s.latency_bucket = d.memory.latency.map(|l| l.bucket);
+        s.ramping_for = d.memory.ramp_started.map(|t| (input.now - t).max(0.0));
         s.returns_in = d
             .memory
             .earliest_return(&chain.policy)
             .map(|at| (at - input.now).max(0.0));
-        // A capped weight going down is written whatever the deadband: a few points of weight
-        // can be the plan's limit.
-        let deadband = match (s.limit, d.desired, s.current) {
-            (Some(_), Some(desired), Some(current)) if desired < current => 0,
-            _ => chain.policy.deadband,
-        };
-        s.write = weight_to_write(d.desired, s.current, deadband, static_algorithm);
+        s.write = weight_to_write(d.desired, s.current, d.deadband, static_algorithm);
         memory.servers.insert(key(p), d.memory);
     }
     let configured: HashSet<&str> = chain.providers.iter().map(|p| p.server.as_str()).collect();
@@ -198,6 +195,9 @@ fn plan_backend(
         })
         .unwrap_or_default()
     };
+    let reserves_without_backup = stat
+        .map(|s| reserves_without_backup(chain, s, &configured))
+        .unwrap_or_default();
     BackendReport {
         backend: backend.to_owned(),
         full_weight: chain.policy.full_weight,
@@ -209,8 +209,39 @@ fn plan_backend(
         demand: decision.demand,
         capacity: decision.capacity,
         overloaded: decision.overloaded,
+        release_held_for: decision.release_held_for,
         not_configured: unconfigured(false),
         backups: unconfigured(true),
+        reserves_without_backup,
         servers,
     }
+}
+
+/// The reserves (tier 2 and up) with no `backup` entry at their address in HAProxy: when every
+/// primary dies at once, their clients' requests fail until the next cycle brings the reserve in,
+/// where a `backup` twin would have taken them at once. Without addresses any backup counts.
+fn reserves_without_backup(
+    chain: &ChainConfig,
+    stat: &BackendStat,
+    configured: &HashSet<&str>,
+) -> Vec<String> {
+    let backups: Vec<&ServerStat> = stat
+        .servers
+        .iter()
+        .filter(|(name, s)| s.backup && !configured.contains(name.as_str()))
+        .map(|(_, s)| s)
+        .collect();
+    chain
+        .providers
+        .iter()
+        .filter(|p| p.tier > Tier::PRIMARY)
+        .filter_map(|p| {
+            let own = stat.servers.get(p.server.as_str())?;
+            let twin = backups.iter().any(|b| match (&b.address, &own.address) {
+                (Some(theirs), Some(ours)) => theirs == ours,
+                _ => true,
+            });
+            (!twin).then(|| p.server.to_string())
+        })
+        .collect()
 }

@@ -5,197 +5,10 @@
 use common::config::{PolicyConfig, Tier, Weighting};
 
 use crate::capacity::{route, Slot};
-use crate::client_signal::{client_breach, peer_failed_ratios, ClientSignal, LearnedLimit};
-use crate::ejection::EjectionMemory;
+use crate::client_signal::LearnedLimit;
+use crate::decision::{BackendDecision, Memory, ServerDecision, ServerInput, Verdict};
+use crate::gates::{breach, client_breach, peer_failed_ratios};
 use crate::latency_weight::{smooth, weight, SmoothedLatency};
-
-/// What Prometheus says of one server's provider. Present only when the exporter's data is
-/// fresh; `None` fields are signals without data (never evidence either way).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Observation {
-    pub up: bool,
-    pub chain_id_ok: Option<bool>,
-    pub block_lag: Option<f64>,
-    pub block_age: Option<f64>,
-    pub latency: Option<f64>,
-    pub error_ratio: Option<f64>,
-}
-
-/// Why a server is ejected, in the order the gates are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EjectReason {
-    WrongChain,
-    Down,
-    Stale,
-    Lagging,
-    Slow,
-    Erroring,
-    /// Clients see failures (HAProxy's counters) that the probes may not.
-    ClientErrors,
-}
-
-impl EjectReason {
-    pub const ALL: [EjectReason; 7] = [
-        EjectReason::WrongChain,
-        EjectReason::Down,
-        EjectReason::Stale,
-        EjectReason::Lagging,
-        EjectReason::Slow,
-        EjectReason::Erroring,
-        EjectReason::ClientErrors,
-    ];
-
-    /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EjectReason::WrongChain => "wrong_chain",
-            EjectReason::Down => "down",
-            EjectReason::Stale => "stale",
-            EjectReason::Lagging => "lagging",
-            EjectReason::Slow => "slow",
-            EjectReason::Erroring => "erroring",
-            EjectReason::ClientErrors => "client_errors",
-        }
-    }
-}
-
-/// What the policy remembers of a server between cycles.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Memory {
-    /// Out of the pool, and why.
-    pub ejected: Option<EjectReason>,
-    /// Consecutive healthy cycles while ejected.
-    pub healthy_streak: u32,
-    /// When slow start began (caller's clock, seconds); `None` when not ramping.
-    pub ramp_started: Option<f64>,
-    /// Escalation: recent ejections and the hold they impose.
-    pub ejection: EjectionMemory,
-    /// The latency that weights follow; `None` until one was observed.
-    pub latency: Option<SmoothedLatency>,
-    /// The request rate the server was seen to carry before answering 429s: its weight is
-    /// capped to it (with `max_rps`, the lower wins), and it grows back with time.
-    pub learned_limit: Option<LearnedLimit>,
-    /// It stood by last cycle (its tier was not in use).
-    pub standby: bool,
-}
-
-impl Memory {
-    /// The request rate the server's weight is capped to at `now`: the lower of the plan's
-    /// limit and the one learned from its 429s; `None`: unlimited.
-    pub fn limit(&self, max_rps: Option<f64>, now: f64) -> Option<f64> {
-        match (max_rps, self.learned_limit.map(|l| l.at(now))) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// When an ejected server may return at the earliest (it also needs `readmit_after`
-    /// healthy cycles); `None` when it is not ejected.
-    pub fn earliest_return(&self, policy: &PolicyConfig) -> Option<f64> {
-        self.ejected?;
-        self.ejection.earliest_return(policy)
-    }
-}
-
-/// One server as the policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ServerInput {
-    /// `None`: the data is missing or stale.
-    pub observation: Option<Observation>,
-    /// HAProxy's weight now; `None` when not known.
-    pub current_weight: Option<u32>,
-    /// HAProxy can send it traffic: its status is `UP` (or it has no check). A server HAProxy
-    /// holds DOWN, in maintenance or draining carries nothing, whatever its weight.
-    pub haproxy_up: bool,
-    pub memory: Memory,
-    pub tier: Tier,
-    /// The plan's request rate limit; `None`: unlimited.
-    pub max_rps: Option<f64>,
-    /// What clients saw over the signal window; `None` without HAProxy counters.
-    pub clients: Option<ClientSignal>,
-    /// HAProxy spreads this backend's traffic by weight (not a static, `leastconn` or `first`
-    /// algorithm), so plan limits can be kept through weights.
-    pub limits_apply: bool,
-}
-
-/// The policy's judgement of a server.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Verdict {
-    /// In the pool at its weight.
-    Healthy,
-    /// Readmitted and ramping up.
-    SlowStart,
-    /// Out of the pool.
-    Ejected(EjectReason),
-    /// Healthy again, waiting for `readmit_after` healthy cycles.
-    Readmitting { reason: EjectReason, streak: u32 },
-    /// Would be out, but every server of the backend would be: all share the traffic.
-    FailOpen(EjectReason),
-    /// No fresh data: HAProxy's weight stays as it is.
-    NoData,
-    /// Healthy, but its tier is not in use: weight 0 until the lower tiers fall short.
-    Standby,
-}
-
-impl Verdict {
-    /// The ejection reason, if the policy judges the server bad.
-    pub fn reason(self) -> Option<EjectReason> {
-        match self {
-            Verdict::Ejected(r) | Verdict::FailOpen(r) | Verdict::Readmitting { reason: r, .. } => {
-                Some(r)
-            }
-            Verdict::Healthy | Verdict::SlowStart | Verdict::NoData | Verdict::Standby => None,
-        }
-    }
-}
-
-/// The decision for one server.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ServerDecision {
-    pub verdict: Verdict,
-    /// The weight wanted; `None` to leave HAProxy's as it is.
-    pub desired: Option<u32>,
-    /// To remember for the next cycle.
-    pub memory: Memory,
-}
-
-/// The decision for a backend.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BackendDecision {
-    pub servers: Vec<ServerDecision>,
-    /// Every server with data would have been ejected.
-    pub fail_open: bool,
-    /// The highest tier in use; `None` when no server is available.
-    pub tier: Option<Tier>,
-    /// Client requests per second over the signal window; `None` until measured.
-    pub demand: Option<f64>,
-    /// What the servers of the tiers in use can carry; `None`: unlimited.
-    pub capacity: Option<f64>,
-    /// The demand exceeds every plan limit in use: traffic is shared by limit.
-    pub overloaded: bool,
-}
-
-/// The first gate `o` breaches. Each signal arrives already confirmed: `up` is 0 only when the
-/// exporter's second attempt failed too, lag is judged on the provider's best recent answer, and
-/// latency and error ratio are taken over a window by their queries. So one breach ejects.
-pub fn breach(policy: &PolicyConfig, o: &Observation) -> Option<EjectReason> {
-    let over = |value: Option<f64>, limit: f64| value.is_some_and(|v| v > limit);
-    if o.chain_id_ok == Some(false) {
-        Some(EjectReason::WrongChain)
-    } else if !o.up {
-        Some(EjectReason::Down)
-    } else if over(o.block_age, policy.max_block_age.as_secs_f64()) {
-        Some(EjectReason::Stale)
-    } else if over(o.block_lag, policy.max_block_lag as f64) {
-        Some(EjectReason::Lagging)
-    } else if over(o.latency, policy.max_latency.as_secs_f64()) {
-        Some(EjectReason::Slow)
-    } else if over(o.error_ratio, policy.max_error_ratio) {
-        Some(EjectReason::Erroring)
-    } else {
-        None
-    }
-}
 
 /// The weight of an admitted server before slow start: `full_weight` in `equal` mode; in
 /// `latency` mode inversely proportional to its smoothed latency bucket, relative to the fastest
@@ -244,13 +57,15 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
     for (s, d) in servers.iter().zip(decisions.iter_mut()) {
         d.memory.learned_limit =
             LearnedLimit::learn(d.memory.learned_limit, s.clients, demand, now);
+        // Plan limits are kept through weights: not where HAProxy does not spread by them.
+        d.limit = d.memory.limit(s.max_rps).filter(|_| s.limits_apply);
     }
     let slots: Vec<Slot> = servers
         .iter()
         .zip(&decisions)
         .map(|(s, d)| Slot {
             tier: s.tier,
-            limit: d.memory.limit(s.max_rps, now).filter(|_| s.limits_apply),
+            limit: d.limit,
             available: admitted(d) && s.haproxy_up,
             ramping: d.memory.ramp_started.is_some(),
             desired: d.desired,
@@ -261,16 +76,35 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
         .filter(|s| s.observation.is_some() && !s.memory.standby)
         .map(|s| s.tier)
         .max();
-    let routing = route(policy, &slots, demand, previous);
-    for ((d, standby), desired) in decisions
-        .iter_mut()
+    let hold_of = |decisions: &[ServerDecision]| {
+        decisions
+            .iter()
+            .filter_map(|d| d.memory.release.held_for(now))
+            .reduce(f64::max)
+    };
+    let held = hold_of(&decisions).is_some();
+    let routing = route(policy, &slots, demand, previous, held);
+    let in_use = |t: Tier| routing.tier.is_some_and(|top| t <= top);
+    for (((s, d), standby), desired) in servers
+        .iter()
+        .zip(decisions.iter_mut())
         .zip(&routing.standby)
         .zip(&routing.desired)
     {
         d.desired = *desired;
+        let serving = in_use(s.tier) && !*standby && desired.is_some_and(|w| w > 0);
+        d.memory.release = d.memory.release.next(*standby, serving, now);
         d.memory.standby = *standby;
         if *standby {
             d.verdict = Verdict::Standby;
+        }
+        // A restart's ceiling holds until capping can be done on a measured demand.
+        d.memory.ceiling = d
+            .memory
+            .ceiling
+            .filter(|c| demand.is_none() && now < c.until);
+        if let Some(c) = d.memory.ceiling {
+            d.desired = d.desired.map(|w| w.min(c.weight));
         }
     }
     // 4. Fail open: some server is bad and none would carry traffic (HAProxy's own DOWN
@@ -295,6 +129,14 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
             d.memory.ejection.count = d.memory.ejection.count.min(s.memory.ejection.count);
         }
     }
+    // 5. A capped weight going down is written whatever the deadband.
+    for (s, d) in servers.iter().zip(decisions.iter_mut()) {
+        if d.limit.is_some() && d.desired.zip(s.current_weight).is_some_and(|(w, c)| w < c) {
+            d.deadband = 0;
+        }
+    }
+    // As this cycle leaves it: a release that failed now holds from now.
+    let release_held_for = hold_of(&decisions).filter(|_| routing.tier > Some(Tier::PRIMARY));
     BackendDecision {
         servers: decisions,
         fail_open,
@@ -302,14 +144,17 @@ pub fn decide(policy: &PolicyConfig, servers: &[ServerInput], now: f64) -> Backe
         demand,
         capacity: routing.capacity,
         overloaded: routing.overloaded,
+        release_held_for,
     }
 }
 
-fn judge(policy: &PolicyConfig, s: &ServerInput, peers: f64, now: f64) -> ServerDecision {
+fn judge(policy: &PolicyConfig, s: &ServerInput, peers: Option<f64>, now: f64) -> ServerDecision {
     let Some(o) = s.observation else {
         return ServerDecision {
             verdict: Verdict::NoData,
             desired: None,
+            limit: None,
+            deadband: policy.deadband,
             memory: s.memory,
         };
     };
@@ -322,6 +167,8 @@ fn judge(policy: &PolicyConfig, s: &ServerInput, peers: f64, now: f64) -> Server
         return ServerDecision {
             verdict: Verdict::Ejected(reason),
             desired: Some(0),
+            limit: None,
+            deadband: policy.deadband,
             memory: Memory {
                 ejected: Some(reason),
                 healthy_streak: 0,
@@ -341,6 +188,8 @@ fn judge(policy: &PolicyConfig, s: &ServerInput, peers: f64, now: f64) -> Server
         return ServerDecision {
             verdict,
             desired: None,
+            limit: None,
+            deadband: policy.deadband,
             memory,
         };
     };
@@ -349,6 +198,8 @@ fn judge(policy: &PolicyConfig, s: &ServerInput, peers: f64, now: f64) -> Server
         ServerDecision {
             verdict: Verdict::SlowStart,
             desired: None,
+            limit: None,
+            deadband: policy.deadband,
             memory: Memory {
                 ejected: None,
                 healthy_streak: 0,
@@ -361,6 +212,8 @@ fn judge(policy: &PolicyConfig, s: &ServerInput, peers: f64, now: f64) -> Server
         ServerDecision {
             verdict: Verdict::Readmitting { reason, streak },
             desired: Some(0),
+            limit: None,
+            deadband: policy.deadband,
             memory: Memory {
                 healthy_streak: streak,
                 ..memory
@@ -382,46 +235,4 @@ fn ramp(policy: &PolicyConfig, base: u32, memory: &mut Memory, now: f64) -> u32 
     }
     let share = (elapsed / length).max(0.1);
     ((f64::from(base) * share).round() as u32).clamp(1, base)
-}
-
-/// What to write to HAProxy, if anything: `None` when `desired` is `None`, when HAProxy already
-/// has it, or when a non-zero weight would move by less than `deadband`. Backends with a static
-/// algorithm only take 0 and 100%: there any desired weight above 0 means "100%".
-pub fn weight_to_write(
-    desired: Option<u32>,
-    current: Option<u32>,
-    deadband: u32,
-    static_algorithm: bool,
-) -> Option<WeightCommand> {
-    let desired = desired?;
-    if static_algorithm {
-        let on = desired > 0;
-        return match current {
-            Some(c) if (c > 0) == on => None,
-            _ if on => Some(WeightCommand::FullPercent),
-            _ => Some(WeightCommand::Absolute(0)),
-        };
-    }
-    match current {
-        Some(c) if c == desired => None,
-        Some(c) if c > 0 && desired > 0 && c.abs_diff(desired) < deadband => None,
-        _ => Some(WeightCommand::Absolute(desired)),
-    }
-}
-
-/// A weight as written in `set weight`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightCommand {
-    Absolute(u32),
-    /// `100%`: the server's configured weight (static algorithms).
-    FullPercent,
-}
-
-impl std::fmt::Display for WeightCommand {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WeightCommand::Absolute(w) => write!(f, "{w}"),
-            WeightCommand::FullPercent => f.write_str("100%"),
-        }
-    }
 }

@@ -1,14 +1,15 @@
 //! Metrics and logs of a cycle's report. Conditions that last (fail open, held servers, servers
-//! HAProxy and the config disagree on, clock skew) are logged once when they start and once when
-//! they end, and their gauges go back to 0 when they end.
+//! HAProxy and the config disagree on, clock skew, a lagging metrics engine) are logged once when
+//! they start and once when they end, and their gauges go back to 0 when they end.
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::cycle::Mode;
+use crate::decision::{EjectReason, Verdict};
+use crate::engine_lag::EngineLagLog;
 use crate::haproxy::WriteOutcome;
 use crate::metrics::{ActuatorMetrics, ErrorSource, Mismatch};
 use crate::observe::{ProviderKey, Skew};
-use crate::policy::{EjectReason, Verdict};
+use crate::report::Mode;
 use crate::report::{BackendReport, CycleReport};
 
 /// What was already logged, so lasting conditions are logged once per change.
@@ -17,13 +18,14 @@ pub struct Published {
     failing_open: BTreeSet<String>,
     /// (backend, server, kind) of the last cycle.
     mismatches: BTreeSet<(String, String, Mismatch)>,
-    /// Held servers per backend in the last cycle.
-    without_data: HashMap<String, usize>,
+    /// Held servers per backend in the last cycle, and whether the engine's lag was why.
+    without_data: HashMap<String, (usize, bool)>,
     clock_skewed: BTreeSet<ProviderKey>,
     /// Backends whose demand exceeds their plans.
     overloaded: BTreeSet<String>,
     /// The highest tier in use per backend.
     tiers: HashMap<String, Option<common::config::Tier>>,
+    engine: EngineLagLog,
 }
 
 impl Published {
@@ -35,6 +37,7 @@ impl Published {
         mode: Mode,
         unix_now: f64,
     ) {
+        self.engine.publish(m, report.engine_lag);
         let mut mismatches = BTreeSet::new();
         for b in &report.backends {
             self.fail_open(m, b);
@@ -95,16 +98,21 @@ impl Published {
         }
     }
 
+    /// Logged again when the count changes, or when the engine's lag starts or stops being the
+    /// reason.
     fn without_data(&mut self, m: &ActuatorMetrics, b: &BackendReport) {
         let held = b.without_data();
         m.backend(&b.backend).servers_without_data.set(held as f64);
+        let now = (held, held > 0 && self.engine.lagging());
         let before = self
             .without_data
-            .insert(b.backend.clone(), held)
-            .unwrap_or(0);
-        if held != before {
+            .insert(b.backend.clone(), now)
+            .unwrap_or((0, false));
+        if now != before {
             let servers = b.servers.len();
-            if held > 0 {
+            if held > 0 && self.engine.lagging() {
+                tracing::warn!(backend = %b.backend, held, servers, "no fresh data from Prometheus for some servers: their weights are held as they are, because the metrics engine lags (see its warning)");
+            } else if held > 0 {
                 tracing::warn!(backend = %b.backend, held, servers, "no fresh data from Prometheus for some servers: their weights are held as they are (is the exporter up and scraped, and are the clocks in sync?)");
             } else {
                 tracing::info!(backend = %b.backend, "every server has fresh data again");
@@ -195,6 +203,10 @@ fn servers(m: &ActuatorMetrics, b: &BackendReport, mode: Mode, unix_now: f64) {
             s.clients.and_then(|c| c.failed_ratio()),
         );
         set_or_clear(
+            &series.client_rpc_error_ratio,
+            s.clients.and_then(|c| c.rpc_error_ratio()),
+        );
+        set_or_clear(
             &series.client_rate_limited_ratio,
             s.clients.and_then(|c| c.rate_limited_ratio()),
         );
@@ -202,6 +214,12 @@ fn servers(m: &ActuatorMetrics, b: &BackendReport, mode: Mode, unix_now: f64) {
             Some(wait) => series.returns_at.set(unix_now + wait),
             None => series.returns_at.clear(),
         }
+        set_or_clear(&series.weighed_latency, s.weighed_latency);
+        set_or_clear(&series.latency_bucket, s.latency_bucket.map(|b| b as f64));
+        set_or_clear(
+            &series.slow_start_since,
+            s.ramping_for.map(|r| unix_now - r),
+        );
         let Some(weight) = s.write else { continue };
         let from = s.current.map_or("unknown".to_owned(), |w| w.to_string());
         let why = s.verdict.reason().map_or("healthy", EjectReason::as_str);

@@ -2,13 +2,24 @@
 //! `explain`, the metrics and the logs are all derived from.
 
 use crate::client_signal::ClientSignal;
+use crate::decision::{Observation, Verdict};
 use crate::haproxy::WriteOutcome;
-use crate::policy::{Observation, Verdict, WeightCommand};
+use crate::haproxy_write::WeightCommand;
+
+/// Whether a cycle writes to HAProxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    /// Decide and report only.
+    DryRun,
+}
 
 /// What a cycle saw and did, per backend.
 #[derive(Debug, Clone, Default)]
 pub struct CycleReport {
     pub backends: Vec<BackendReport>,
+    /// The metrics engine's lag; `None` when unknown.
+    pub engine_lag: Option<crate::engine_lag::EngineLag>,
 }
 
 impl CycleReport {
@@ -48,12 +59,17 @@ pub struct BackendReport {
     pub capacity: Option<f64>,
     /// The demand exceeds every plan limit in use: traffic is shared by limit.
     pub overloaded: bool,
+    /// Seconds the tiers in use are still held after a failed release; `None`: not held.
+    pub release_held_for: Option<f64>,
     pub servers: Vec<ServerReport>,
     /// HAProxy servers of this backend that no provider names (left alone).
     pub not_configured: Vec<String>,
     /// HAProxy `backup` servers no provider names: HAProxy's own last resort, left alone and not
     /// a mismatch (e.g. a second entry for a reserve, used the moment no active server is).
     pub backups: Vec<String>,
+    /// Reserves (tier 2 and up) without a `backup` twin in HAProxy (see `plan`): a warning, with
+    /// the recipe, in `explain` and once in the log.
+    pub reserves_without_backup: Vec<String>,
 }
 
 impl BackendReport {
@@ -82,6 +98,10 @@ pub struct ServerReport {
     pub verdict: Verdict,
     /// The smoothed latency the weight follows (seconds), once one was observed.
     pub weighed_latency: Option<f64>,
+    /// The latency bucket its weight is computed from (1 = the fastest), with hysteresis.
+    pub latency_bucket: Option<u64>,
+    /// Seconds since its slow start began, while it ramps up.
+    pub ramping_for: Option<f64>,
     /// Recent ejections (escalation count) after this cycle.
     pub ejections: u32,
     /// Seconds from this cycle until an ejected server may return at the earliest.
@@ -99,8 +119,7 @@ impl ServerReport {
     /// change inside the deadband is not written, so it is not a disagreement either).
     pub fn target(&self, full_weight: u32) -> Option<u32> {
         match self.write {
-            Some(WeightCommand::Absolute(w)) => Some(w),
-            Some(WeightCommand::FullPercent) => Some(full_weight),
+            Some(command) => Some(command.weight(full_weight)),
             None => self.current,
         }
     }

@@ -14,18 +14,21 @@
 
 #[path = "support/live.rs"]
 mod live;
+#[path = "support/log.rs"]
+mod log;
+#[path = "support/replay.rs"]
+mod replay;
 #[path = "support/three_nodes.rs"]
 mod three_nodes;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use actuator::backtest::parse_time;
-use common::process::{log_subscriber, LogFormat};
+use common::clock::unix_now;
+use replay::{backtest, range, replayed};
 use serde_json::Value;
 use testkit::fault_proxy::Fault;
-use testkit::haproxy::HaproxyProcess;
+use testkit::metrics_engine::Engine;
 use testkit::{get_text, wait_for, TempDir};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -34,124 +37,6 @@ const STEP: f64 = 1.0;
 /// How long after its tick the live cycle may log a write: its queries, its HAProxy read and
 /// write. The replay's steps fall on the ticks (both start at `from`), the log comes after.
 const CYCLE_LATENCY: f64 = 0.5;
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// What the live actuator did to one server: out (with its reason) or back in, and when.
-#[derive(Debug, Clone, PartialEq)]
-struct Event {
-    server: String,
-    at: f64,
-    out: Option<String>,
-}
-
-/// The live actuator's log, captured as JSON lines.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Log {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    /// Every weight the live actuator wrote to or from 0, at the time it logged it.
-    fn events(&self) -> Vec<Event> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        let mut events: Vec<Event> = text
-            .lines()
-            .filter_map(|line| {
-                let entry: Value = serde_json::from_str(line).ok()?;
-                let f = &entry["fields"];
-                (f["message"] == "weight set").then_some(())?;
-                let at = parse_time(entry["timestamp"].as_str()?, SystemTime::now()).unwrap();
-                let (from, to) = (f["from"].as_str()?, f["to"].as_str()?);
-                let out = match (from, to) {
-                    ("0", "0") => return None,
-                    (_, "0") => Some(f["reason"].as_str()?.to_owned()),
-                    ("0", _) => None,
-                    _ => return None,
-                };
-                Some(Event {
-                    server: f["server"].as_str()?.to_owned(),
-                    at,
-                    out,
-                })
-            })
-            .collect();
-        events.sort_by(|a, b| (&a.server, a.at).partial_cmp(&(&b.server, b.at)).unwrap());
-        events
-    }
-}
-
-/// Waits until HAProxy has `weight` for `server`.
-async fn weight_is(haproxy: &HaproxyProcess, server: &str, weight: u32) {
-    wait_for(&format!("{server} at weight {weight}"), WAIT, || async {
-        (haproxy.weight(&format!("rpc/{server}")).await == Some(weight)).then_some(())
-    })
-    .await;
-}
-
-/// Runs the binary with `args`: (success, stdout, stderr).
-async fn backtest(config: &Path, args: &[String]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ethrpc-actuator"))
-        .arg("--config")
-        .arg(config)
-        .arg("backtest")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn range(from: f64, to: f64) -> Vec<String> {
-    vec![
-        "--from".into(),
-        format!("{from:.3}"),
-        "--to".into(),
-        format!("{to:.3}"),
-    ]
-}
-
-/// The backtest's events from its JSON run: ejection starts and ends.
-fn replayed(run: &Value) -> Vec<Event> {
-    let mut events = Vec::new();
-    for server in run["backends"][0]["servers"].as_array().unwrap() {
-        let name = server["server"].as_str().unwrap();
-        for e in server["ejections"].as_array().unwrap() {
-            events.push(Event {
-                server: name.to_owned(),
-                at: e["start"].as_f64().unwrap(),
-                out: Some(e["reason"].as_str().unwrap().to_owned()),
-            });
-            if let Some(end) = e["end"].as_f64() {
-                events.push(Event {
-                    server: name.to_owned(),
-                    at: end,
-                    out: None,
-                });
-            }
-        }
-    }
-    events.sort_by(|a, b| (&a.server, a.at).partial_cmp(&(&b.server, b.at)).unwrap());
-    events
-}
 
 fn first_ejection(run: &Value, server: &str) -> f64 {
     run["backends"][0]["servers"]
@@ -168,7 +53,7 @@ fn first_ejection(run: &Value, server: &str) -> f64 {
 async fn backtest_replays_a_recorded_run() {
     let clock = Instant::now();
     let progress = |what: &str| eprintln!("[{:>5.1}s] {what}", clock.elapsed().as_secs_f64());
-    let parts = three_nodes::ThreeNodes::start().await;
+    let parts = three_nodes::ThreeNodes::start_with(Engine::Prometheus).await;
     // Equal weights: a healthy server is back at 100 whatever its probe latency on a busy
     // machine, so the waits below have a fixed target.
     let text = parts.config_text(
@@ -186,22 +71,14 @@ async fn backtest_replays_a_recorded_run() {
     std::fs::write(&config_path, &text).unwrap();
     let config = live::parse(&text);
     let _stop_exporter = live::spawn_exporter(&config, exporter_listener);
-    let log = Log::default();
-    let writer = log.clone();
-    tracing::subscriber::set_global_default(log_subscriber(
-        LogFormat::Json,
-        "info",
-        false,
-        move || writer.clone(),
-    ))
-    .unwrap();
+    let log = log::Log::capture();
     // The replay starts cold where the live actuator did: its first cycle is at once.
     let from = unix_now();
     let live::LiveActuator {
         base,
         stop: stop_actuator,
         handle: live,
-    } = live::spawn_actuator(config).await;
+    } = live::spawn_actuator(config, None).await;
     progress(&format!("live actuator at {base}"));
     wait_for("the exporter's first samples", WAIT, || async {
         let up = get_text(&format!(
@@ -217,11 +94,11 @@ async fn backtest_replays_a_recorded_run() {
 
     // p1 stalls: ejected as lagging; resumes: back after the hold and readmission.
     nodes[0].set_interval_mining(0).await;
-    weight_is(&haproxy, "p1", 0).await;
+    haproxy.wait_weight("rpc/p1", 0, WAIT).await;
     let gap = nodes[2].block_number().await - nodes[0].block_number().await;
     nodes[0].mine(gap + 1).await;
     nodes[0].set_interval_mining(1).await;
-    weight_is(&haproxy, "p1", 100).await;
+    haproxy.wait_weight("rpc/p1", 100, WAIT).await;
     progress("p1 stalled, ejected, resumed and readmitted");
 
     // p2 flaps (errors 2 s, fine 2 s, three times): out once, back only after the whole hold.
@@ -231,7 +108,7 @@ async fn backtest_replays_a_recorded_run() {
         proxy.set_fault(Fault::Pass);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    weight_is(&haproxy, "p2", 100).await;
+    haproxy.wait_weight("rpc/p2", 100, WAIT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let to = unix_now();
     stop_actuator.send(()).unwrap();

@@ -8,9 +8,10 @@
 
 mod support;
 
-use actuator::capacity::{expected_rates, route, Slot, PLAN_HEADROOM};
+use actuator::capacity::{expected_rates, route, Slot, PLAN_HEADROOM, RELEASE_BACKOFF};
 use actuator::client_signal::ClientSignal;
-use actuator::policy::{decide, EjectReason, Memory, ServerInput, Verdict};
+use actuator::decision::{EjectReason, Memory, Observation, ServerInput, Verdict};
+use actuator::policy::decide;
 use common::config::{PolicyConfig, Tier};
 use proptest::prelude::*;
 use support::healthy;
@@ -32,6 +33,7 @@ fn clients(requests: f64, failed: f64, rate_limited: f64) -> Option<ClientSignal
     Some(ClientSignal {
         requests,
         failed,
+        rpc_errors: 0.0,
         rate_limited,
         seconds: 5.0,
     })
@@ -65,7 +67,7 @@ proptest! {
         demand in 1.0f64..500.0,
     ) {
         let policy = PolicyConfig::default();
-        let r = route(&policy, &slots, Some(demand), None);
+        let r = route(&policy, &slots, Some(demand), None, false);
         prop_assume!(!r.overloaded);
         let rates = expected_rates(&slots, &r.desired, demand);
         for (i, s) in slots.iter().enumerate() {
@@ -90,7 +92,7 @@ proptest! {
         previous in proptest::option::of(1u8..=3),
     ) {
         let policy = PolicyConfig::default();
-        let r = route(&policy, &slots, demand, previous.and_then(Tier::new));
+        let r = route(&policy, &slots, demand, previous.and_then(Tier::new), false);
         let carried_before = slots.iter().any(|s| s.available && s.desired.is_some_and(|w| w > 0));
         let carried_after = slots.iter().zip(&r.desired)
             .any(|(s, d)| s.available && d.is_some_and(|w| w > 0));
@@ -161,6 +163,158 @@ fn a_reserve_kept_for_capacity_is_released_only_with_room_to_spare_across_cycles
     assert_eq!(tiers, [Some(1), Some(2), Some(2), Some(2), Some(1)]);
 }
 
+/// Runs `cycles` 1 s cycles over a 5 s window: primaries that really allow `allow` req/s each
+/// (429s above), a reserve without a limit, `demand` req/s, no `max_rps` set: the limits are
+/// learned. Returns the tier of each cycle and the share of requests answered 429 after `from`.
+fn learned_limits_run(allow: f64, demand: f64, cycles: usize, from: usize) -> (Vec<u8>, f64) {
+    let policy = PolicyConfig::default();
+    let mut memory = vec![Memory::default(); 3];
+    let mut weights: Vec<u32> = vec![100, 100, 0];
+    let (mut tiers, mut rejected, mut sent) = (Vec::new(), 0.0, 0.0);
+    for cycle in 0..cycles {
+        let total: f64 = weights.iter().map(|w| f64::from(*w)).sum();
+        let rates: Vec<f64> = weights
+            .iter()
+            .map(|w| demand * f64::from(*w) / total.max(1.0))
+            .collect();
+        let inputs: Vec<ServerInput> = (0..3)
+            .map(|i| {
+                let limited = (rates[i] - allow).max(0.0);
+                let over = if i == 2 { 0.0 } else { limited };
+                ServerInput {
+                    memory: memory[i],
+                    current_weight: Some(weights[i]),
+                    ..server(
+                        if i == 2 { 2 } else { 1 },
+                        None,
+                        clients(rates[i] * 5.0, 0.0, over * 5.0),
+                    )
+                }
+            })
+            .collect();
+        if cycle >= from {
+            rejected += rates[..2].iter().map(|r| (r - allow).max(0.0)).sum::<f64>();
+            sent += rates.iter().sum::<f64>();
+        }
+        let d = decide(&policy, &inputs, cycle as f64);
+        memory = d.servers.iter().map(|s| s.memory).collect();
+        for (w, s) in weights.iter_mut().zip(&d.servers) {
+            if let Some(desired) = s.desired {
+                *w = desired;
+            }
+        }
+        tiers.push(d.tier.map_or(0, |t| t.get()));
+    }
+    (tiers, rejected / sent.max(1.0))
+}
+
+#[test]
+fn learned_limits_bring_the_reserve_in_once_and_keep_it_without_flapping() {
+    // Two primaries allowing 20 req/s each, 60 req/s of demand: 15 minutes of cycles.
+    let (tiers, rejected) = learned_limits_run(20.0, 60.0, 900, 60);
+    let changes = tiers.windows(2).filter(|w| w[0] != w[1]).count();
+    let after_first_minute = tiers[60..].windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        after_first_minute <= 1,
+        "tier changes after the first minute: {after_first_minute}"
+    );
+    assert_eq!(
+        tiers.last(),
+        Some(&2),
+        "the reserve carries what the primaries cannot"
+    );
+    assert!(
+        rejected <= 0.005,
+        "429s after the first minute: {:.3} %",
+        100.0 * rejected
+    );
+    println!(
+        "tier changes {changes}, after the first minute {after_first_minute}, 429s {:.3} %",
+        100.0 * rejected
+    );
+}
+
+#[test]
+fn a_failed_release_holds_the_reserve_in_before_the_next_release() {
+    // Two primaries and a reserve; both primaries die at t = 10, return, and die again 5 s after
+    // their tier was released: the reserve then stays in for at least RELEASE_BACKOFF.
+    let policy = PolicyConfig::default();
+    let mut memory = vec![Memory::default(); 3];
+    let down = |t: usize, released: Option<usize>| t == 10 || released.is_some_and(|r| t == r + 5);
+    let (mut released, mut failed, mut back) = (None, None, None);
+    for t in 0..900 {
+        let inputs: Vec<ServerInput> = (0..3)
+            .map(|i| {
+                let primary = i < 2;
+                let mut input = server(if primary { 1 } else { 2 }, None, None);
+                input.memory = memory[i];
+                if primary && down(t, released) {
+                    input.observation = Some(Observation {
+                        up: false,
+                        ..healthy()
+                    });
+                }
+                input
+            })
+            .collect();
+        let d = decide(&policy, &inputs, t as f64);
+        memory = d.servers.iter().map(|s| s.memory).collect();
+        let tier = d.tier.map_or(0, |t| t.get());
+        match (released, failed) {
+            (None, _) if t > 10 && tier == 1 => released = Some(t),
+            (Some(r), None) if t == r + 5 => {
+                assert_eq!(tier, 2, "the reserve comes in when the primaries die again");
+                assert_eq!(d.release_held_for, Some(RELEASE_BACKOFF));
+                failed = Some(t);
+            }
+            (Some(_), Some(f)) if tier == 1 && back.is_none() => back = Some(t - f),
+            _ => {}
+        }
+    }
+    let back = back.expect("the tier is released once the hold is over");
+    assert!(
+        back as f64 >= RELEASE_BACKOFF,
+        "released again {back} s after the failed release"
+    );
+}
+
+#[test]
+fn stray_429s_keep_a_provider_near_its_share() {
+    // p1 answers 3 % 429s whatever its rate (a per-method limit), 90 req/s over three primaries.
+    let policy = PolicyConfig::default();
+    let mut memory = vec![Memory::default(); 3];
+    let mut weights: Vec<u32> = vec![100; 3];
+    let mut low = 0;
+    for cycle in 0..300 {
+        let total: f64 = weights.iter().map(|w| f64::from(*w)).sum();
+        let inputs: Vec<ServerInput> = (0..3)
+            .map(|i| {
+                let rate = 90.0 * f64::from(weights[i]) / total.max(1.0);
+                let stray = if i == 0 { rate * 0.03 } else { 0.0 };
+                ServerInput {
+                    memory: memory[i],
+                    current_weight: Some(weights[i]),
+                    ..server(1, None, clients(rate * 5.0, 0.0, stray * 5.0))
+                }
+            })
+            .collect();
+        let d = decide(&policy, &inputs, f64::from(cycle));
+        memory = d.servers.iter().map(|s| s.memory).collect();
+        for (w, s) in weights.iter_mut().zip(&d.servers) {
+            if let Some(desired) = s.desired {
+                *w = desired;
+            }
+        }
+        if cycle >= 60 && weights[0] < 50 {
+            low += 1;
+        }
+    }
+    assert!(
+        low * 10 <= 240,
+        "p1 below weight 50 in {low} of 240 cycles (weights now {weights:?})"
+    );
+}
+
 #[test]
 fn plan_limits_are_not_applied_where_weights_do_not_spread_traffic() {
     let policy = PolicyConfig::default();
@@ -172,7 +326,32 @@ fn plan_limits_are_not_applied_where_weights_do_not_spread_traffic() {
         0.0,
     );
     assert_eq!(d.servers[0].desired, Some(100));
+    assert_eq!(d.servers[0].limit, None, "no limit where it cannot be kept");
     assert!(!d.overloaded);
+}
+
+#[test]
+fn the_decision_carries_the_limit_and_writes_a_capped_weight_going_down_whatever_the_deadband() {
+    let policy = PolicyConfig::default();
+    let servers = [
+        server(1, Some(15.0), clients(170.0, 0.0, 0.0)),
+        server(1, None, clients(165.0, 0.0, 0.0)),
+    ];
+    let d = decide(&policy, &servers, 0.0);
+    assert_eq!(d.servers[0].limit, Some(15.0));
+    assert!(
+        d.servers[0].desired < Some(100),
+        "capped: {:?}",
+        d.servers[0]
+    );
+    assert_eq!(d.servers[0].deadband, 0, "capped and going down");
+    assert_eq!(d.servers[1].limit, None);
+    assert_eq!(d.servers[1].deadband, policy.deadband);
+    // Going up (or staying) keeps the deadband.
+    let mut low = servers;
+    low[0].current_weight = Some(1);
+    let d = decide(&policy, &low, 0.0);
+    assert_eq!(d.servers[0].deadband, policy.deadband);
 }
 
 #[test]
@@ -229,7 +408,7 @@ fn a_rate_limited_server_is_capped_not_ejected() {
     ];
     let d = decide(&policy, &servers, 0.0);
     assert_eq!(d.servers[0].verdict, Verdict::Healthy);
-    assert_eq!(d.servers[0].memory.limit(None, 0.0), Some(20.0));
+    assert_eq!(d.servers[0].memory.limit(None), Some(20.0));
     assert_eq!(d.demand, Some(120.0));
     let weights: Vec<u32> = d.servers.iter().map(|s| s.desired.unwrap()).collect();
     let share = f64::from(weights[0]) / f64::from(weights.iter().sum::<u32>());
@@ -274,7 +453,7 @@ fn a_plan_limit_caps_the_weight_and_the_reserve_stands_by() {
 #[test]
 fn the_reserve_serves_when_both_primaries_are_down_and_stands_by_again_after_readmission() {
     let policy = PolicyConfig::default();
-    let down = actuator::policy::Observation {
+    let down = actuator::decision::Observation {
         up: false,
         ..healthy()
     };

@@ -9,11 +9,13 @@ mod live;
 #[path = "support/three_nodes.rs"]
 mod three_nodes;
 
+use common::clock::unix_now;
 use std::time::{Duration, Instant};
 
 use testkit::anvil::Anvil;
 use testkit::fault_proxy::{Fault, FaultProxy};
 use testkit::haproxy::HaproxyProcess;
+use testkit::metrics_engine::Engine;
 use testkit::metrics_text::sample;
 use testkit::prometheus::PrometheusProcess;
 use testkit::{get_text, wait_for, TempDir};
@@ -59,7 +61,7 @@ struct Stack {
 
 async fn start(policy: &str) -> Stack {
     let clock = Clock(Instant::now());
-    let parts = three_nodes::ThreeNodes::start().await;
+    let parts = three_nodes::ThreeNodes::start_with(Engine::Prometheus).await;
     let text = parts.config_text(policy);
     let three_nodes::ThreeNodes {
         nodes,
@@ -77,7 +79,7 @@ async fn start(policy: &str) -> Stack {
         base: actuator_base,
         stop: stop_actuator,
         handle: actuator,
-    } = live::spawn_actuator(config).await;
+    } = live::spawn_actuator(config, None).await;
     clock.log("stack up: 3 anvil nodes, exporter, Prometheus, HAProxy, actuator");
     let page_url = format!("{actuator_base}/");
     wait_for("the actuator to judge all three healthy", WAIT, || async {
@@ -87,6 +89,19 @@ async fn start(policy: &str) -> Stack {
     .await;
     assert_eq!(weights(&haproxy).await, vec![Some(100); 3]);
     clock.log("all healthy, weights [100, 100, 100]");
+    // Prometheus shows the newest scrape at once: its lag is within a scrape interval or so.
+    let metrics_url = format!("{actuator_base}/metrics");
+    let lag = metric(
+        &metrics_url,
+        "ethrpc_actuator_metrics_engine_lag_seconds",
+        &[],
+    )
+    .await;
+    let lagging = metric(&metrics_url, "ethrpc_actuator_metrics_engine_lagging", &[]).await;
+    clock.log(&format!(
+        "Prometheus' lag as the actuator measures it: {lag:?} s"
+    ));
+    assert_eq!(lagging, Some(0.0), "Prometheus does not lag ({lag:?} s)");
     Stack {
         clock,
         nodes,
@@ -94,7 +109,7 @@ async fn start(policy: &str) -> Stack {
         haproxy,
         prometheus,
         config_path,
-        metrics_url: format!("{actuator_base}/metrics"),
+        metrics_url,
         actuator_base,
         stop_actuator,
         actuator,
@@ -306,14 +321,14 @@ async fn stall_slow_outage_restart_and_dry_run() {
 }
 
 /// Sets p2's fault to errors for `bad`, then to pass for `good`, `times` times; returns when
-/// the last bad phase ended.
+/// the last bad phase began (the hold counts from a breach seen in it, so never earlier).
 async fn flap(proxy: &FaultProxy, bad: Duration, good: Duration, times: usize) -> Instant {
     let mut last_bad = Instant::now();
     for _ in 0..times {
+        last_bad = Instant::now();
         proxy.set_fault(Fault::Error);
         tokio::time::sleep(bad).await;
         proxy.set_fault(Fault::Pass);
-        last_bad = Instant::now();
         tokio::time::sleep(good).await;
     }
     last_bad
@@ -346,7 +361,7 @@ async fn a_flapping_provider_is_held_out_longer_each_relapse() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let stable = tokio::select! {
+    let last_bad = tokio::select! {
         last_bad = flap(&s.proxy, Duration::from_secs(2), Duration::from_secs(2), 5) => last_bad,
         _ = watch => unreachable!("the watch loop never ends"),
     };
@@ -370,9 +385,10 @@ async fn a_flapping_provider_is_held_out_longer_each_relapse() {
         (s.haproxy.weight("rpc/p2").await > Some(0)).then_some(())
     })
     .await;
-    let first_out = stable.elapsed();
+    // The hold counts from the last breach, which is no earlier than the last bad phase's start.
+    let first_out = last_bad.elapsed();
     s.clock.log(&format!(
-        "p2 stable: back after {:.1}s",
+        "p2 stable: back {:.1}s after its last bad phase began",
         first_out.as_secs_f64()
     ));
     assert!(
@@ -385,22 +401,30 @@ async fn a_flapping_provider_is_held_out_longer_each_relapse() {
         "no return time once back"
     );
 
-    // A relapse soon after its return: out again, held for two base ejections.
+    // A relapse soon after its return: out again, held for two base ejections. The hold
+    // counts from the last breach, which comes after the relapse began.
+    let relapse = Instant::now();
     s.proxy.set_fault(Fault::Error);
     wait_for("p2 ejected again", WAIT, || async {
         (s.haproxy.weight("rpc/p2").await == Some(0)).then_some(())
     })
     .await;
     s.proxy.set_fault(Fault::Pass);
-    let stable = Instant::now();
     assert_eq!(m("ethrpc_actuator_recent_ejections").await, Some(2.0));
+    let promised = m("ethrpc_actuator_earliest_return_timestamp_seconds")
+        .await
+        .map(|at| at - unix_now());
+    assert!(
+        promised.is_some_and(|left| left > 5.0),
+        "a second ejection promises more than one base hold: {promised:?} s left"
+    );
     wait_for("p2 readmitted after its relapse", WAIT, || async {
         (s.haproxy.weight("rpc/p2").await > Some(0)).then_some(())
     })
     .await;
-    let second_out = stable.elapsed();
+    let second_out = relapse.elapsed();
     s.clock.log(&format!(
-        "p2 relapsed: ejection count 2, back after {:.1}s",
+        "p2 relapsed: ejection count 2, back {:.1}s after the relapse began",
         second_out.as_secs_f64()
     ));
     assert!(

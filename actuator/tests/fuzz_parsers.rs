@@ -1,6 +1,6 @@
 //! Fuzzing, as property tests, of the parsers fed by other programs: Prometheus answers to
 //! instant and range queries (`prometheus_api::decode`, `decode_matrix`) and HAProxy's
-//! `show stat` replies (`haproxy::parse_stat`). Arbitrary
+//! `show stat` and `show table` replies (`haproxy::parse_stat`, `parse_table`). Arbitrary
 //! bytes, structured-but-wrong answers and mutated real ones must never panic, must give bounded
 //! output, and must fail with a named error.
 //!
@@ -13,7 +13,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use actuator::haproxy::{parse_stat, HaproxyError};
+use actuator::haproxy::{parse_stat, parse_table, HaproxyError, ResponseCounts, MAX_SERVERS};
 use actuator::prometheus_api::{
     decode, decode_matrix, parse_value, PrometheusError, QueryResult, Series, MAX_POINTS,
     MAX_SAMPLES,
@@ -278,6 +278,51 @@ proptest! {
     }
 
     #[test]
+    fn haproxy_table_arbitrary_text(reply in "(?s).{0,400}") {
+        check_table(&reply);
+    }
+
+    #[test]
+    fn haproxy_table_arbitrary_text_after_a_header(rows in "(?s)[a-z0-9:=_ \n#x-]{0,400}") {
+        check_table(&format!("# table: rpc-backend, type: string, size:1024, used:3\n{rows}"));
+    }
+
+    #[test]
+    fn haproxy_table_mutated_entries(
+        entries in prop::collection::vec(
+            (any::<u64>(), prop::option::of(any::<u64>()), prop::option::of(any::<u64>())),
+            0..20,
+        ),
+        cut in any::<prop::sample::Index>(),
+        noise in "[ -~\n]{0,12}",
+    ) {
+        let mut reply = String::from("# table: rpc-backend, type: string, size:1024, used:0\n");
+        for (i, (rate_limited, rpc_errors, answers)) in entries.iter().enumerate() {
+            reply.push_str(&format!("0x{i:x}: key=s{i} use=0 exp=599000 gpc0={rate_limited}"));
+            if let Some(rpc_errors) = rpc_errors {
+                reply.push_str(&format!(" gpc1={rpc_errors}"));
+            }
+            if let Some(answers) = answers {
+                reply.push_str(&format!(" http_req_cnt={answers}"));
+            }
+            reply.push('\n');
+        }
+        let table = parse_table(&reply).unwrap().unwrap();
+        for (i, (rate_limited, rpc_errors, answers)) in entries.iter().enumerate() {
+            let expected = ResponseCounts {
+                rate_limited: *rate_limited,
+                rpc_errors: *rpc_errors,
+                answers: *answers,
+            };
+            prop_assert_eq!(table.get(&format!("s{i}")), Some(&expected));
+        }
+        // Cut anywhere and with anything inserted, it still parses without a panic.
+        let at = reply.char_indices().map(|(i, _)| i).nth(cut.index(reply.chars().count().max(1))).unwrap_or(0);
+        check_table(&format!("{}{noise}{}", &reply[..at], &reply[at..]));
+        check_table(&reply[..at]);
+    }
+
+    #[test]
     fn haproxy_quoted_and_short_rows(
         columns in Just(COLUMNS.to_vec()).prop_shuffle(),
         rows in prop::collection::vec(row(), 0..12),
@@ -367,6 +412,24 @@ fn check_stat(reply: &str) {
             assert!(servers <= reply.lines().count(), "more servers than rows");
         }
         Err(HaproxyError::NotStat { first_line }) => {
+            assert!(first_line.chars().count() <= 200)
+        }
+        Err(e) => panic!("parsing cannot fail with a transport error: {e}"),
+    }
+}
+
+/// What every `show table` parse must satisfy.
+fn check_table(reply: &str) {
+    match parse_table(reply) {
+        Ok(Some(table)) => {
+            assert!(table.len() <= MAX_SERVERS);
+            assert!(
+                table.len() <= reply.lines().count(),
+                "more servers than lines"
+            );
+        }
+        Ok(None) => {}
+        Err(HaproxyError::NotTable { first_line }) => {
             assert!(first_line.chars().count() <= 200)
         }
         Err(e) => panic!("parsing cannot fail with a transport error: {e}"),

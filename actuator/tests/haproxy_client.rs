@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actuator::haproxy::{Haproxy, HaproxyError, WeightWrite, WriteOutcome};
-use actuator::policy::WeightCommand;
+use actuator::haproxy_write::WeightCommand;
 use common::config::HaproxyAddress;
 use testkit::haproxy::{backend, HaproxyProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,7 +1,8 @@
 //! L7 retries as the shipped HAProxy configs set them, on the real HAProxy and a real anvil: a
 //! request one provider fails (HTTP 502, a refused connection, a hang) is answered by another.
 //! Also: the testkit's `SHIPPED_DEFAULTS` (what tests and the bench run) are exactly the shipped
-//! configs' lines, and `haproxy -c` accepts both configs.
+//! configs' lines, both configs' `rpc-backend` has the same options, among them the 429 counting
+//! (`haproxy::RESPONSE_COUNTING`), and `haproxy -c` accepts both configs.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -14,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use actuator::haproxy::RESPONSE_COUNTING;
 use testkit::anvil::Anvil;
 use testkit::haproxy::{backend, HaproxyProcess, SHIPPED_DEFAULTS};
 use testkit::{free_port, workspace_root, TempDir};
@@ -39,15 +41,20 @@ fn read_shipped(path: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// The directives of `config`'s `defaults` section that decide how a request fares.
-fn request_directives(config: &str) -> Vec<&str> {
+/// The directives of `config`'s section `header` (e.g. `defaults`), trimmed, comments dropped.
+fn section<'a>(config: &'a str, header: &'a str) -> impl Iterator<Item = &'a str> {
     config
         .lines()
-        .skip_while(|l| l.trim_end() != "defaults")
+        .skip_while(move |l| l.trim_end() != header)
         .skip(1)
         .take_while(|l| l.is_empty() || l.starts_with([' ', '\t', '#']))
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// The directives of `config`'s `defaults` section that decide how a request fares.
+fn request_directives(config: &str) -> Vec<&str> {
+    section(config, "defaults")
         .filter(|l| !DEPLOYMENT_ONLY.iter().any(|d| l.starts_with(d)))
         .collect()
 }
@@ -62,6 +69,32 @@ fn the_testkit_runs_the_shipped_defaults() {
             "{path}'s defaults differ from testkit::haproxy::SHIPPED_DEFAULTS"
         );
     }
+}
+
+/// The options of `config`'s `backend rpc-backend` but its servers and the health checks' pace
+/// (`default-server`, which each deployment sets to its own), comments dropped.
+fn rpc_backend_options(config: &str) -> Vec<&str> {
+    section(config, "backend rpc-backend")
+        .filter(|l| !l.starts_with("server ") && !l.starts_with("default-server "))
+        .collect()
+}
+
+#[test]
+fn the_shipped_backends_have_the_same_options_and_count_429s() {
+    let local = read_shipped(LOCAL_CONFIG);
+    let kubernetes = read_shipped(KUBERNETES_CONFIG);
+    let options = rpc_backend_options(&local);
+    assert_eq!(
+        options,
+        rpc_backend_options(&kubernetes),
+        "{LOCAL_CONFIG} and {KUBERNETES_CONFIG} differ in rpc-backend"
+    );
+    assert!(
+        options
+            .windows(RESPONSE_COUNTING.len())
+            .any(|w| w == RESPONSE_COUNTING),
+        "rpc-backend lacks haproxy::RESPONSE_COUNTING's lines: {options:#?}"
+    );
 }
 
 fn haproxy_check(config: &std::path::Path, env: &[(String, String)]) {

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use actuator::cycle::{Actuator, CycleError, Mode};
-use actuator::policy::Verdict;
+use actuator::decision::Verdict;
 use actuator::prometheus_api::PrometheusError;
 use common::config::Config;
 use testkit::haproxy::{backend, HaproxyProcess};
@@ -95,13 +95,7 @@ async fn mismatched_servers_are_reported_and_missing_data_holds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_query_prometheus_rejects_fails_the_cycle_and_writes_nothing() {
-    let haproxy = HaproxyProcess::start(&backend(
-        "rpc",
-        "roundrobin",
-        &[("p1", "127.0.0.1:9".into())],
-    ))
-    .await;
-    haproxy.admin("set weight rpc/p1 37").await;
+    let haproxy = HaproxyProcess::one_server_at(37).await;
     let prometheus = PrometheusProcess::start(&[], &[]).await;
     let broken = "[actuator.queries]\nup = \"min by (chain, provider) (ethrpc_up\"\n";
     let actuator = Actuator::new(config(&prometheus.url(), &haproxy.admin_socket, broken)).unwrap();

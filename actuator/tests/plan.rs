@@ -4,17 +4,21 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/show_stat.rs"]
+mod show_stat;
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use actuator::client_signal::ClientCounters;
-use actuator::haproxy::{BackendStat, ServerStat, WeightWrite};
+use actuator::decision::{EjectReason, Observation, Verdict};
+use actuator::haproxy::{BackendStat, WeightWrite};
+use actuator::haproxy_write::WeightCommand;
 use actuator::observe::{Observations, ProviderKey};
 use actuator::plan::{plan, MemoryBook, Plan, PlanInput};
-use actuator::policy::{EjectReason, Observation, Verdict, WeightCommand};
 use common::config::{ChainConfig, Config};
+use show_stat::backend;
 use support::healthy;
 
 /// Two chains: `a` (backend `ba`, providers p1 p2 p3) and `b` (backend `bb`, provider q1 on
@@ -35,24 +39,6 @@ fn down() -> Observation {
     Observation {
         up: false,
         ..healthy()
-    }
-}
-
-fn backend(algorithm: &str, servers: &[(&str, u32)]) -> BackendStat {
-    BackendStat {
-        algorithm: algorithm.into(),
-        servers: servers
-            .iter()
-            .map(|(name, weight)| {
-                let stat = ServerStat {
-                    weight: *weight,
-                    status: "UP".into(),
-                    counters: None,
-                    backup: false,
-                };
-                (name.to_string(), stat)
-            })
-            .collect(),
     }
 }
 
@@ -169,6 +155,63 @@ fn servers_missing_on_either_side_are_reported_and_left_alone() {
         b.without_data(),
         0,
         "a server HAProxy lacks is not a held server"
+    );
+}
+
+#[test]
+fn a_reserve_without_a_backup_twin_at_its_address_is_warned_of() {
+    // p1 primary, p2 and p3 reserves; HAProxy has a backup entry at p2's address only.
+    let text = "[[chain]]\nname = \"a\"\nchain_id = 1\nbackend = \"ba\"\n\
+        [[chain.provider]]\nname = \"p1\"\nurl = \"http://127.0.0.1:1\"\n\
+        [[chain.provider]]\nname = \"p2\"\nurl = \"http://127.0.0.1:2\"\ntier = 2\n\
+        [[chain.provider]]\nname = \"p3\"\nurl = \"http://127.0.0.1:3\"\ntier = 3\n";
+    let chains = Config::parse(Path::new("t.toml"), text, |_| None)
+        .unwrap()
+        .chains;
+    let servers = [
+        ("p1", "10.0.0.1:1", false),
+        ("p2", "10.0.0.2:2", false),
+        ("p3", "10.0.0.3:3", false),
+        ("p2-backup", "10.0.0.2:2", true),
+        ("elsewhere", "10.0.0.9:9", true),
+    ];
+    let reserves_without_backup = |addresses: bool, backups: bool| {
+        let mut stat = backend(
+            "roundrobin",
+            &servers.map(|(name, _, backup)| (name, if backup { 100 } else { 0 })),
+        );
+        for (name, address, backup) in servers {
+            let s = stat.servers.get_mut(name).unwrap();
+            s.backup = backup;
+            s.address = addresses.then(|| address.to_owned());
+        }
+        if !backups {
+            stat.servers.retain(|_, s| !s.backup);
+        }
+        let haproxy = BTreeMap::from([("ba".to_owned(), stat)]);
+        let p = plan(&PlanInput {
+            chains: &chains,
+            observations: &Observations::default(),
+            haproxy: &haproxy,
+            memory: &MemoryBook::new(),
+            static_backends: &HashSet::new(),
+            now: 0.0,
+            signal_window: 3.0,
+        });
+        p.report.backends[0].reserves_without_backup.clone()
+    };
+    assert_eq!(
+        reserves_without_backup(true, true),
+        vec!["p3".to_owned()],
+        "p2's twin is at its address; the other backup is not p3's"
+    );
+    assert_eq!(
+        reserves_without_backup(true, false),
+        vec!["p2".to_owned(), "p3".to_owned()]
+    );
+    assert!(
+        reserves_without_backup(false, true).is_empty(),
+        "without addresses any backup entry counts"
     );
 }
 

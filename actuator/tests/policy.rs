@@ -4,12 +4,12 @@ mod support;
 
 use std::time::Duration;
 
+use actuator::decision::{EjectReason, Memory, Observation, ServerInput, Verdict};
 use actuator::ejection::EjectionMemory;
+use actuator::gates::breach;
+use actuator::haproxy_write::{weight_to_write, WeightCommand};
 use actuator::latency_weight::SmoothedLatency;
-use actuator::policy::{
-    breach, decide, weight_to_write, EjectReason, Memory, Observation, ServerInput, Verdict,
-    WeightCommand,
-};
+use actuator::policy::decide;
 use common::config::{PolicyConfig, Tier, Weighting};
 use proptest::prelude::*;
 use support::healthy;

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! (likewise `samples_at_the_cap`, `one_huge_label` and `many_labels_per_sample`). Each asserts the query's peak stays
-//! far below the actuator's 64 MiB Kubernetes limit.
+//! far below the actuator's 64 MiB Kubernetes limit. `backtest_over_foreign_series` replays a
+//! day from a Prometheus shared with 1 000 series of other chains and providers.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +16,9 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use actuator::backtest::{self, Request};
 use actuator::prometheus_api::{PrometheusClient, PrometheusError, QueryResult, MAX_SAMPLES};
+use common::config::Config;
 
 /// Just under the client's limit on an answer.
 const ANSWER_BYTES: usize = (16 << 20) - 1024;
@@ -165,4 +168,75 @@ async fn many_labels_per_sample() {
         )
     };
     measure("many labels per sample", vector_of(sample, filling(sample))).await;
+}
+
+/// Serves every request, for ever, with a range answer of `foreign` series of other chains and
+/// providers (one point each) and one point of the configured provider `p1`; returns its URL.
+fn serve_shared_prometheus(foreign: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut series: Vec<String> = (0..foreign)
+        .map(|i| {
+            format!(
+                r#"{{"metric":{{"chain":"other{}","provider":"q{i:05}"}},"values":[[1795487400,"1"]]}}"#,
+                i % 7
+            )
+        })
+        .collect();
+    series.push(r#"{"metric":{"chain":"dev","provider":"p1"},"values":[[1795487400,"1"]]}"#.into());
+    let body = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#,
+        series.join(",")
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 64 << 10];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{address}/")
+}
+
+#[tokio::test]
+#[ignore = "measures peak memory; run alone"]
+async fn backtest_over_foreign_series() {
+    let url = serve_shared_prometheus(1_000);
+    let text = format!(
+        "[actuator]\nprometheus_url = \"{url}\"\nhaproxy = \"unix:/nonexistent.sock\"\n\
+         [[chain]]\nname = \"dev\"\nchain_id = 1\nbackend = \"rpc\"\n\
+         [[chain.provider]]\nname = \"p1\"\nurl = \"http://127.0.0.1:1\"\n\
+         [[chain.provider]]\nname = \"p2\"\nurl = \"http://127.0.0.1:2\"\n\
+         [[chain.provider]]\nname = \"p3\"\nurl = \"http://127.0.0.1:3\"\n"
+    );
+    let config = Config::parse(std::path::Path::new("t.toml"), &text, |_| None).unwrap();
+    let request = Request {
+        from: 1_795_487_400.0,
+        to: 1_795_487_400.0 + 86_400.0,
+        step: Duration::from_secs(2),
+        set: Vec::new(),
+        compare: Vec::new(),
+    };
+    let before = peak_rss();
+    let result = backtest::run(&config, &request, |_| ()).await;
+    let after = peak_rss();
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    eprintln!(
+        "backtest of a day at 2 s, 3 providers, 1 000 foreign series per answer: peak RSS {:.1} MiB \
+         before, {:.1} MiB after ({})",
+        mib(before),
+        mib(after),
+        if result.is_ok() { "replayed" } else { "failed" }
+    );
+    assert!(result.is_ok(), "{:?}", result.err());
+    assert!(
+        after - before < 100 << 20,
+        "the backtest grew the peak by {:.1} MiB",
+        mib(after - before)
+    );
 }

@@ -5,27 +5,37 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::arm::Arm;
 use crate::load::ClientSummary;
-use crate::stack::{Arm, Stack};
+use crate::stack::Stack;
 use crate::stats::{met, p95, quantile, summary_percent, summary_seconds, table};
 use crate::timeline::{save, Timeline};
 use crate::trial::{trial, Scenario, Span, Trial};
 
 /// What to run.
 pub struct Options {
+    /// The section's title, and what it says first.
+    pub title: &'static str,
+    pub intro: &'static str,
+    /// The ethrpc arm's target for the faulty provider's share of a 60 s window.
+    pub share_target: f64,
     pub scenarios: Vec<Scenario>,
     pub trials: usize,
     /// Counted after injection.
     pub window: Duration,
     /// The report's path: timelines are written next to it.
     pub out: Option<PathBuf>,
+    /// The scenario whose first trial gets a timeline, and the timeline's file stem.
+    pub timeline: Option<(Scenario, &'static str)>,
 }
 
 /// The window the share target is set for.
 const TARGET_WINDOW: Duration = Duration::from_secs(60);
-const SHARE_TARGET: f64 = 0.03;
+/// The share target with three providers.
+pub const SHARE_TARGET: f64 = 0.03;
 
-fn row(arm: Arm, trials: &[Trial]) -> Vec<String> {
+/// One arm's row, under the arm's own name (two arms of one kind differ by it).
+fn row(name: &str, trials: &[Trial]) -> Vec<String> {
     let zero: Vec<_> = trials.iter().map(|t| t.to_weight_zero).collect();
     let out: Vec<_> = trials.iter().map(|t| t.to_out).collect();
     let back: Vec<_> = trials.iter().map(|t| t.to_back).collect();
@@ -34,7 +44,7 @@ fn row(arm: Arm, trials: &[Trial]) -> Vec<String> {
         .iter()
         .fold(ClientSummary::default(), |all, t| all.merge(&t.client));
     vec![
-        arm.name().into(),
+        name.into(),
         summary_seconds(&zero),
         summary_seconds(&out),
         summary_seconds(&back),
@@ -64,7 +74,7 @@ fn versus_seed(ethrpc: &[Trial], seed: &[Trial]) -> String {
 }
 
 /// The ethrpc arm's row of the targets table.
-fn targets_row(scenario: Scenario, trials: &[Trial], window: Duration) -> String {
+fn targets_row(scenario: Scenario, trials: &[Trial], o: &Options) -> String {
     let zero = p95(&trials.iter().map(|t| t.to_weight_zero).collect::<Vec<_>>());
     let target = scenario.target().as_secs_f64();
     let worst_share = trials.iter().map(|t| t.faulty_share).fold(0.0, f64::max);
@@ -82,13 +92,14 @@ fn targets_row(scenario: Scenario, trials: &[Trial], window: Duration) -> String
         None => format!("- | {:.3} % | -", 100.0 * worst_errors),
     };
     format!(
-        "| `{}` | ≤ {target:.0} s | {} | {} | ≤ 3 % | {:.1} % | {} | {errors} |\n",
+        "| `{}` | ≤ {target:.0} s | {} | {} | ≤ {:.0} % | {:.1} % | {} | {errors} |\n",
         scenario.name(),
         zero.map_or("never".into(), |v| format!("{v:.1} s")),
         met(zero.is_some_and(|v| v <= target)),
+        100.0 * o.share_target,
         100.0 * worst_share,
-        if window == TARGET_WINDOW {
-            met(worst_share <= SHARE_TARGET)
+        if o.window == TARGET_WINDOW {
+            met(worst_share <= o.share_target)
         } else {
             "n/a: the target is for a 60 s window"
         },
@@ -96,7 +107,13 @@ fn targets_row(scenario: Scenario, trials: &[Trial], window: Duration) -> String
 }
 
 /// The timeline of one trial, written next to the report; returns the report's reference.
-fn timeline(stack: &Stack, scenario: Scenario, span: Span, out: &std::path::Path) -> String {
+fn timeline(
+    stack: &Stack,
+    scenario: Scenario,
+    span: Span,
+    out: &std::path::Path,
+    stem: &str,
+) -> String {
     let lead = Duration::from_secs(10);
     let from = span.injected.checked_sub(lead).unwrap_or(span.injected);
     let snapshots = stack
@@ -120,7 +137,7 @@ fn timeline(stack: &Stack, scenario: Scenario, span: Span, out: &std::path::Path
         shaded_label: "the fault in force".into(),
     }
     .svg();
-    let name = format!("timeline-{}.svg", scenario.name());
+    let name = format!("{stem}.svg");
     save(out, &name, &svg, &format!("`{}` timeline", scenario.name())).unwrap_or_else(|e| {
         eprintln!("could not write {name}: {e}");
         String::new()
@@ -131,12 +148,14 @@ fn timeline(stack: &Stack, scenario: Scenario, span: Span, out: &std::path::Path
 pub async fn run(stack: &mut Stack, o: &Options) -> String {
     let arms: Vec<Arm> = stack.arms.iter().map(|a| a.arm).collect();
     let mut report = format!(
-        "## Failover\n\nThe fault hits n2 on top of its noise (stall: mining stops; slow: answers held 4 s; \
+        "## {}\n\n{}The fault hits n2 on top of its noise (stall: mining stops; slow: answers held 4 s; \
          down: the node is killed, its proxy then closes connections; errors: HTTP 500 with a JSON-RPC error). \
          {} trial(s) per scenario, traffic counted over {} s after injection. Times are p50 / p95 / max; \
          \"out of rotation\" is weight 0 or marked DOWN by HAProxy's health check; \"back\" is the start of its \
          first 5 s in rotation at one weight (slow start and any re-ejection over). Failed client requests are summed over the trials' \
          windows.\n\n",
+        o.title,
+        o.intro,
         o.trials,
         o.window.as_secs()
     );
@@ -152,7 +171,12 @@ pub async fn run(stack: &mut Stack, o: &Options) -> String {
                 all.push(one);
             }
         }
-        let rows: Vec<Vec<String>> = arms.iter().zip(&results).map(|(a, r)| row(*a, r)).collect();
+        let rows: Vec<Vec<String>> = stack
+            .arms
+            .iter()
+            .zip(&results)
+            .map(|(a, r)| row(a.name(), r))
+            .collect();
         let _ = writeln!(
             report,
             "### `{}`\n\n{}",
@@ -174,11 +198,13 @@ pub async fn run(stack: &mut Stack, o: &Options) -> String {
             report.push_str(&versus_seed(&results[0], &results[seed]));
             report.push('\n');
         }
-        if let (Scenario::Down, Some(span), Some(out)) = (scenario, first_span, &o.out) {
-            report.push_str(&timeline(stack, scenario, span, out));
-            report.push('\n');
+        if let (Some((drawn, stem)), Some(span), Some(out)) = (o.timeline, first_span, &o.out) {
+            if drawn == scenario {
+                report.push_str(&timeline(stack, scenario, span, out, stem));
+                report.push('\n');
+            }
         }
-        targets.push_str(&targets_row(scenario, &results[0], o.window));
+        targets.push_str(&targets_row(scenario, &results[0], o));
     }
     let _ = writeln!(
         report,

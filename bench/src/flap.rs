@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use testkit::fault_proxy::Fault;
 
+use crate::arm::FAULTY;
 use crate::recorder::shares;
-use crate::stack::{Stack, FAULTY};
+use crate::stack::Stack;
 use crate::stats::{met, table};
 use crate::timeline::{save, Timeline};
 

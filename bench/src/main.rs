@@ -3,14 +3,18 @@
 //! Prints Markdown tables and, with `--out`, writes them to a file (bench/RESULTS.md) and the
 //! timelines next to it.
 
+mod arm;
 mod backtest;
 mod cost;
 mod failover;
 mod flap;
 mod load;
+mod metrics_library;
 mod noisy;
 mod recorder;
+mod restart;
 mod routing;
+mod shapes;
 mod stack;
 mod stats;
 mod timeline;
@@ -22,7 +26,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::stack::{Arm, Stack, MEDIANS_MS};
+use crate::arm::{Arm, MEDIANS_MS};
+use crate::shapes::Shape;
+use crate::stack::Stack;
 use crate::stats::{met, table};
 use crate::trial::Scenario;
 
@@ -53,7 +59,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "noisy,failover,flap,exporter,actuator,backtest,routing"
+        default_value = "noisy,failover,flap,exporter,actuator,backtest,routing,capacity,rpc-errors,pool-of-two,engines,restart"
     )]
     parts: Vec<Part>,
     /// Also write the report here (and the timelines next to it).
@@ -73,6 +79,18 @@ enum Part {
     Backtest,
     /// Tiers, plan limits and passive signals: the `ratelimit`, `tiers` and `passive` scenarios.
     Routing,
+    /// Learned limits on stray 429s, clients' 400s and plans too tight for the demand.
+    Capacity,
+    /// A provider answering JSON-RPC errors inside HTTP 200 to clients' calls (not in `--short`).
+    RpcErrors,
+    /// The exporter's `/metrics` by its own writer and by `prometheus-client`, side by side.
+    MetricsLibrary,
+    /// Two providers, the default policy: `stall` trials.
+    PoolOfTwo,
+    /// The ethrpc arm over Prometheus and over VictoriaMetrics: `stall` and `down` trials.
+    Engines,
+    /// The actuator restarted during a hold and mid-flap.
+    Restart,
 }
 
 impl Cli {
@@ -158,6 +176,9 @@ async fn stack_parts(cli: &Cli, stamp: &str) -> anyhow::Result<Vec<(&'static str
     }
     if cli.short || cli.wants(Part::Failover) {
         let options = failover::Options {
+            title: "Failover",
+            intro: "",
+            share_target: failover::SHARE_TARGET,
             scenarios: if cli.short {
                 vec![Scenario::Stall]
             } else {
@@ -170,6 +191,7 @@ async fn stack_parts(cli: &Cli, stamp: &str) -> anyhow::Result<Vec<(&'static str
                 cli.window
             },
             out: cli.out.clone(),
+            timeline: Some((Scenario::Down, "timeline-down")),
         };
         let text = failover::run(&mut stack, &options).await;
         parts.push(("failover", format!("{stamp}{text}")));
@@ -281,7 +303,19 @@ fn merge(previous: &str, parts: &[(&str, String)]) -> String {
         machine()
     );
     for name in [
-        "setup", "noisy", "failover", "flap", "cost", "backtest", "routing",
+        "setup",
+        "noisy",
+        "failover",
+        "pool-of-two",
+        "engines",
+        "restart",
+        "flap",
+        "cost",
+        "backtest",
+        "routing",
+        "capacity",
+        "rpc-errors",
+        "metrics-library",
     ] {
         let (open, close) = (
             format!("<!-- part:{name} -->\n"),
@@ -335,9 +369,40 @@ async fn main() -> anyhow::Result<()> {
         let text = backtest::run(cli.short).await?;
         parts.push(("backtest", format!("{stamp}{text}")));
     }
+    for (part, shape) in [
+        (Part::PoolOfTwo, Shape::PoolOfTwo),
+        (Part::Engines, Shape::Engines),
+    ] {
+        if !cli.short && cli.wants(part) {
+            let text =
+                shapes::run(shape, cli.trials, cli.window, cli.rate, cli.out.clone()).await?;
+            parts.push((shape.part(), format!("{stamp}{text}")));
+        }
+    }
+    if !cli.short && cli.wants(Part::Restart) {
+        let text = restart::run(cli.rate).await?;
+        parts.push(("restart", format!("{stamp}{text}")));
+    }
     if cli.wants(Part::Routing) {
-        let text = routing::run(cli.short, cli.out.as_deref()).await?;
+        let heading = "Tiers, plan limits and passive signals";
+        let text = routing::run(cli.short, &routing::Scenario::ROUTING, heading).await?;
         parts.push(("routing", format!("{stamp}{text}")));
+    }
+    if cli.wants(Part::Capacity) {
+        let heading = "Learned limits on paid providers' 4xx";
+        let text = routing::run(cli.short, &[routing::Scenario::Capacity], heading).await?;
+        parts.push(("capacity", format!("{stamp}{text}")));
+    }
+    if !cli.short && cli.wants(Part::MetricsLibrary) {
+        parts.push((
+            "metrics-library",
+            format!("{stamp}{}", metrics_library::run()?),
+        ));
+    }
+    if !cli.short && cli.wants(Part::RpcErrors) {
+        let heading = "JSON-RPC errors inside HTTP 200";
+        let text = routing::run(false, &[routing::Scenario::RpcErrors], heading).await?;
+        parts.push(("rpc-errors", format!("{stamp}{text}")));
     }
     for (_, text) in &parts {
         print!("{text}");

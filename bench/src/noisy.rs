@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use testkit::fault_proxy::NoiseStats;
 
+use crate::arm::{MEDIANS_MS, SERVERS};
 use crate::recorder::{shares, ServerSample, Track};
-use crate::stack::{Stack, MEDIANS_MS, SERVERS};
+use crate::stack::Stack;
 use crate::stats::{met, table};
 
 /// Writes in this first stretch settle the weights and are counted apart.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actuator::haproxy::{BackendStat, Haproxy};
 use tokio::task::JoinHandle;
 
-use crate::stack::{backup_twin, SERVERS};
+use crate::arm::{backup_twin, SERVERS};
 
 pub const EVERY: Duration = Duration::from_millis(100);
 

@@ -1,19 +1,22 @@
-//! The `routing` part (issue 11): what the actuator does with tiers, plan limits and HAProxy's
-//! counters, on the bench's real parts. Three scenarios, each in its own submodule:
+//! The `routing` part (issues 11 and 20): what the actuator does with tiers, plan limits and
+//! HAProxy's counters, on the bench's real parts. Four scenarios, each in its own submodule:
 //! [`ratelimit`] (a provider with a plan limit), [`tiers`] (a reserve behind two primaries that
-//! go down) and [`passive`] (a provider failing clients' calls but not the probes). A full run
+//! go down), [`passive`] (a provider failing clients' calls but not the probes, with 502s or, as
+//! the `rpc-errors` part, with JSON-RPC errors inside a 200) and [`capacity`] (stray 429s,
+//! clients' 400s and plans too tight for the demand). A full run
 //! gives each scenario its own stack, one after the other; the short run puts one arm of each on
 //! one stack and runs them side by side.
 
+mod capacity;
 mod passive;
 mod ratelimit;
 mod tiers;
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::stack::{Arm, ArmSpec, Stack, ETHRPC_POLICY};
+use crate::arm::{Arm, ArmSpec, ETHRPC_POLICY};
+use crate::stack::Stack;
 
 /// Client requests per second through each arm's frontend.
 const RATE: u32 = 100;
@@ -53,26 +56,27 @@ async fn log_explain(stack: &Stack, arms: &[usize], when: &str) {
     }
 }
 
-/// Runs the scenarios and returns the report section. `short`: one arm each on one stack, tens of
-/// seconds. `_out` is where the report goes; this part draws no timelines next to it.
-pub async fn run(short: bool, _out: Option<&Path>) -> anyhow::Result<String> {
+/// Runs `scenarios` and returns the report section under `heading`. `short`: one arm each on one
+/// stack, tens of seconds.
+pub async fn run(short: bool, scenarios: &[Scenario], heading: &str) -> anyhow::Result<String> {
     let started = Instant::now();
     let mut report = format!(
-        "## Tiers, plan limits and passive signals\n\n{RATE} client requests/s per arm through HAProxy (shipped \
+        "## {heading}\n\n{RATE} client requests/s per arm through HAProxy (shipped \
          `defaults` and backend options) to three noisy paid providers (`Noise::paid_provider`, medians 30 / 60 / \
          120 ms); the exporter probes every 1 s, Prometheus scrapes every 1 s, each `ethrpc` arm's actuator runs every \
          1 s with `signal_window = \"5s\"` and the bench's policy (`max_block_lag = 2`, `max_block_age = \"5s\"`, \
          the defaults otherwise: `max_client_error_ratio = 0.25`, `min_client_requests = 20`).\n\n"
     );
     if short {
-        let specs: Vec<ArmSpec> = Scenario::ALL.iter().flat_map(|s| s.arms(true)).collect();
+        let specs: Vec<ArmSpec> = scenarios.iter().flat_map(|s| s.arms(true)).collect();
         eprintln!("routing (short): {} arms on one stack", specs.len());
         let stack = Stack::start_specs(specs, RATE).await?;
         let texts =
-            futures::future::join_all(Scenario::ALL.map(|s| s.run(&stack, &Timing::SHORT))).await;
+            futures::future::join_all(scenarios.iter().map(|s| s.run(&stack, &Timing::SHORT)))
+                .await;
         report.extend(texts);
     } else {
-        for scenario in Scenario::ALL {
+        for &scenario in scenarios {
             let specs = scenario.arms(false);
             eprintln!("routing: {scenario:?}, {} arms", specs.len());
             let stack = Stack::start_specs(specs, RATE).await?;
@@ -89,21 +93,26 @@ pub async fn run(short: bool, _out: Option<&Path>) -> anyhow::Result<String> {
 
 /// One of the part's scenarios.
 #[derive(Debug, Clone, Copy)]
-enum Scenario {
+pub enum Scenario {
     Ratelimit,
     Tiers,
     Passive,
+    Capacity,
+    RpcErrors,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::Ratelimit, Scenario::Tiers, Scenario::Passive];
+    /// The `routing` part's.
+    pub const ROUTING: [Scenario; 3] = [Scenario::Ratelimit, Scenario::Tiers, Scenario::Passive];
 
     /// Its arms; a short run keeps one.
     fn arms(self, short: bool) -> Vec<ArmSpec> {
         match self {
             Scenario::Ratelimit => ratelimit::arms(short),
             Scenario::Tiers => tiers::arms(short),
-            Scenario::Passive => passive::arms(short),
+            Scenario::Passive => passive::arms(passive::Failure::BadGateway, short),
+            Scenario::Capacity => capacity::arms(short),
+            Scenario::RpcErrors => passive::arms(passive::Failure::HeaderNotFound, short),
         }
     }
 
@@ -112,7 +121,11 @@ impl Scenario {
         match self {
             Scenario::Ratelimit => ratelimit::run(stack, timing).await,
             Scenario::Tiers => tiers::run(stack, timing).await,
-            Scenario::Passive => passive::run(stack, timing).await,
+            Scenario::Passive => passive::run(passive::Failure::BadGateway, stack, timing).await,
+            Scenario::Capacity => capacity::run(stack, timing).await,
+            Scenario::RpcErrors => {
+                passive::run(passive::Failure::HeaderNotFound, stack, timing).await
+            }
         }
     }
 }
@@ -131,6 +144,8 @@ struct Timing {
     /// Before and after the passive fault starts.
     passive_before: Duration,
     passive_after: Duration,
+    /// The capacity arms' run, its first minute settling.
+    capacity: Duration,
 }
 
 impl Timing {
@@ -141,6 +156,7 @@ impl Timing {
         recovery: Duration::from_secs(120),
         passive_before: Duration::from_secs(30),
         passive_after: Duration::from_secs(60),
+        capacity: Duration::from_secs(240),
     };
     const SHORT: Timing = Timing {
         ratelimit: Duration::from_secs(25),
@@ -149,5 +165,6 @@ impl Timing {
         recovery: Duration::from_secs(10),
         passive_before: Duration::from_secs(5),
         passive_after: Duration::from_secs(20),
+        capacity: Duration::from_secs(25),
     };
 }

@@ -3,9 +3,7 @@
 //! see `testkit/NOISE.md`) sharing the arm's replica node, and an HAProxy frontend and backend run
 //! with the shipped `defaults` and backend options; one exporter probing every arm, one Prometheus
 //! scraping every second, an actuator for the `ethrpc` and the `seed` arms, a client load per arm
-//! and a record of HAProxy's view. What an arm runs is an [`ArmSpec`]: the failover, flap and
-//! noisy parts use [`ArmSpec::standard`]; the routing part varies providers, tiers, plan limits
-//! and backend options.
+//! and a record of HAProxy's view. What an arm runs is an [`ArmSpec`].
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,105 +13,15 @@ use actuator::haproxy::Haproxy;
 use anyhow::Context as _;
 use common::config::HaproxyAddress;
 use testkit::anvil::Anvil;
-use testkit::fault_proxy::{FaultProxy, Noise, NoiseStats};
+use testkit::fault_proxy::{FaultProxy, NoiseStats};
 use testkit::haproxy::HaproxyProcess;
-use testkit::prometheus::PrometheusProcess;
+use testkit::metrics_engine::{Engine, MetricsEngine};
 use testkit::{free_port, get_text, TempDir};
 use tokio::process::{Child, Command};
 
+use crate::arm::{backup_twin, Arm, ArmSpec, CHAIN_ID, SERVERS};
 use crate::load::Load;
 use crate::recorder::{Recorder, ServerSample};
-
-pub const CHAIN_ID: u64 = 31337;
-/// The provider faults are injected into.
-pub const FAULTY: usize = 1;
-pub const SERVERS: [&str; 3] = ["n1", "n2", "n3"];
-/// The providers' median latencies, fastest first.
-pub const MEDIANS_MS: [u64; 3] = [30, 60, 120];
-
-/// One way of running HAProxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arm {
-    /// ethrpc's actuator with the benchmark's policy.
-    Ethrpc,
-    /// The actuator configured as the seed: equal weights, only block age ≥ 150 s and latency
-    /// ≥ 3 s, every 60 s.
-    Seed,
-    /// No actuator: HAProxy and its health checks alone.
-    HaproxyOnly,
-}
-
-impl Arm {
-    pub fn name(self) -> &'static str {
-        match self {
-            Arm::Ethrpc => "ethrpc",
-            Arm::Seed => "seed",
-            Arm::HaproxyOnly => "haproxy-only",
-        }
-    }
-}
-
-/// The method the client load calls unless an arm says otherwise.
-pub const CLIENT_METHOD: &str = "eth_blockNumber";
-
-/// One provider of an arm: its noise, and what its `[[chain.provider]]` says besides its name
-/// and URL.
-#[derive(Debug, Clone)]
-pub struct ProviderSpec {
-    pub noise: Noise,
-    pub tier: u8,
-    pub max_rps: Option<f64>,
-    /// Also in HAProxy as `NAME-backup`, a `backup` server at full weight that the actuator does
-    /// not know: HAProxy sends it traffic whenever no other server is usable.
-    pub backup_twin: bool,
-}
-
-impl ProviderSpec {
-    /// A healthy paid provider (tier 1, no plan limit) with this median latency.
-    pub fn paid(median_ms: u64) -> Self {
-        Self {
-            noise: Noise::paid_provider(Duration::from_millis(median_ms)),
-            tier: 1,
-            max_rps: None,
-            backup_twin: false,
-        }
-    }
-}
-
-/// What one arm runs.
-#[derive(Debug, Clone)]
-pub struct ArmSpec {
-    /// Who sets the weights.
-    pub arm: Arm,
-    /// Its frontend (`fe-NAME`), backend (`be-NAME`) and chain are named after it.
-    pub name: &'static str,
-    /// In [`SERVERS`] order.
-    pub providers: [ProviderSpec; 3],
-    /// Lines added to the shipped backend's options, e.g. `default-server observe layer7`.
-    pub backend_options: &'static str,
-    /// The chain's policy keys for an `ethrpc` actuator.
-    pub policy: String,
-    /// Extra `[actuator]` keys for an `ethrpc` actuator.
-    pub actuator: &'static str,
-    /// What the client load calls.
-    pub client_method: &'static str,
-}
-
-impl ArmSpec {
-    /// The arm of the noisy, failover and flap parts: three healthy paid providers with
-    /// [`MEDIANS_MS`], all primaries.
-    pub fn standard(arm: Arm) -> Self {
-        Self {
-            arm,
-            name: arm.name(),
-            providers: MEDIANS_MS.map(ProviderSpec::paid),
-            backend_options: "",
-            policy: ETHRPC_POLICY.to_owned(),
-            actuator: "",
-            client_method: CLIENT_METHOD,
-        }
-    }
-}
 
 /// One arm's providers and frontend.
 pub struct ArmStack {
@@ -193,10 +101,11 @@ pub struct Stack {
     pub recorder: Recorder,
     // Held so that these processes and files live as long as the stack.
     _haproxy_process: HaproxyProcess,
-    _prometheus: PrometheusProcess,
+    _engines: Vec<MetricsEngine>,
     _exporter: Child,
-    _actuators: Vec<Child>,
-    _dir: TempDir,
+    /// Each actuated arm's actuator, with the file stem of its config and log.
+    actuators: Vec<(Arm, String, Child)>,
+    dir: TempDir,
 }
 
 /// Where the release binaries are (`$ETHRPC_BIN_DIR`, else `target/release`).
@@ -210,15 +119,21 @@ pub fn binary(name: &str) -> PathBuf {
 /// Writes `config` to `dir/STEM.toml` and starts binary `name` with it, logging to
 /// `dir/STEM.log`; killed on drop.
 pub fn spawn(dir: &Path, name: &str, stem: &str, config: &str) -> anyhow::Result<Child> {
-    let path = dir.join(format!("{stem}.toml"));
-    std::fs::write(&path, config)?;
+    std::fs::write(dir.join(format!("{stem}.toml")), config)?;
+    start(dir, name, stem)
+}
+
+/// Starts binary `name` with `dir/STEM.toml`, appending to `dir/STEM.log`; killed on drop.
+fn start(dir: &Path, name: &str, stem: &str) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{stem}.log")))?;
     Ok(Command::new(binary(name))
         .arg("--config")
-        .arg(&path)
+        .arg(dir.join(format!("{stem}.toml")))
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(
-            dir.join(format!("{stem}.log")),
-        )?))
+        .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()?)
 }
@@ -247,11 +162,6 @@ fn shipped_backend_options() -> anyhow::Result<String> {
     Ok(options)
 }
 
-/// The name of a provider's `backup` twin in HAProxy.
-pub fn backup_twin(server: &str) -> String {
-    format!("{server}-backup")
-}
-
 fn haproxy_sections(arms: &[ArmStack], options: &str) -> String {
     let mut text = String::new();
     for a in arms {
@@ -264,8 +174,17 @@ fn haproxy_sections(arms: &[ArmStack], options: &str) -> String {
         for line in a.spec.backend_options.lines() {
             text.push_str(&format!("  {}\n", line.trim()));
         }
-        for ((server, proxy), provider) in SERVERS.iter().zip(&a.proxies).zip(&a.spec.providers) {
-            text.push_str(&format!("  server {server} 127.0.0.1:{}\n", proxy.port));
+        for (i, ((server, proxy), provider)) in SERVERS
+            .iter()
+            .zip(&a.proxies)
+            .zip(&a.spec.providers)
+            .enumerate()
+        {
+            let disabled = if i < a.spec.pool { "" } else { " disabled" };
+            text.push_str(&format!(
+                "  server {server} 127.0.0.1:{}{disabled}\n",
+                proxy.port
+            ));
             if provider.backup_twin {
                 text.push_str(&format!(
                     "  server {} 127.0.0.1:{} backup\n",
@@ -284,7 +203,7 @@ fn chain_section(a: &ArmStack, policy: &str) -> String {
         name = a.name(),
         backend = a.backend()
     );
-    for ((server, proxy), provider) in SERVERS.iter().zip(&a.proxies).zip(&a.spec.providers) {
+    for ((server, proxy), provider) in a.spec.pooled(&a.proxies) {
         text.push_str(&format!(
             "[[chain.provider]]\nname = \"{server}\"\nurl = \"{}\"\ntier = {}\n",
             proxy.url(),
@@ -298,9 +217,6 @@ fn chain_section(a: &ArmStack, policy: &str) -> String {
 }
 
 const EXPORTER: &str = "[exporter]\nprobe_interval = \"1s\"\nprobe_timeout = \"2s\"\n";
-
-/// The bench's policy for the ethrpc arm (1 s blocks).
-pub const ETHRPC_POLICY: &str = "max_block_lag = 2\nmax_block_age = \"5s\"\n";
 
 /// The seed, as configuration: equal weights, eject on block age ≥ 150 s or latency ≥ 3 s only
 /// (up, chain id, lag and errors are queried as always-fine), no readmission delay or slow start.
@@ -353,7 +269,20 @@ impl Stack {
                 .filter_map(|a| a.actuator_port)
                 .map(|port| ("ethrpc-actuator", format!("127.0.0.1:{port}"))),
         );
-        let prometheus = PrometheusProcess::start(&targets, &[]).await;
+        // One engine of each kind the arms query, all scraping the same targets.
+        let mut engines: Vec<MetricsEngine> = Vec::new();
+        for a in &stacks {
+            if engines.iter().all(|e| e.engine != a.spec.engine) {
+                engines.push(MetricsEngine::start_engine(a.spec.engine, &targets, &[]).await);
+            }
+        }
+        let engine_url = |engine: Engine| {
+            engines
+                .iter()
+                .find(|e| e.engine == engine)
+                .map(MetricsEngine::url)
+                .unwrap_or_default()
+        };
 
         let mut actuators = Vec::new();
         for a in &stacks {
@@ -366,12 +295,13 @@ impl Stack {
             };
             let text = format!(
                 "{EXPORTER}[actuator]\nprometheus_url = \"{}\"\nhaproxy = \"unix:{}\"\ninterval = \"{interval}\"\nlisten = \"127.0.0.1:{port}\"\n{extra}{}",
-                prometheus.url(),
+                engine_url(a.spec.engine),
                 haproxy_process.admin_socket.display(),
                 chain_section(a, policy)
             );
             let stem = format!("actuator-{}", a.name());
-            actuators.push(spawn(dir.path(), "ethrpc-actuator", &stem, &text)?);
+            let child = spawn(dir.path(), "ethrpc-actuator", &stem, &text)?;
+            actuators.push((a.arm, stem, child));
         }
         let stack = Self {
             loads: stacks
@@ -381,10 +311,10 @@ impl Stack {
             recorder: Recorder::start(haproxy, stacks.iter().map(ArmStack::backend).collect()),
             arms: stacks,
             _haproxy_process: haproxy_process,
-            _prometheus: prometheus,
+            _engines: engines,
             _exporter: exporter,
-            _actuators: actuators,
-            _dir: dir,
+            actuators,
+            dir,
         };
         let started = Instant::now();
         while !stack.in_service().await {
@@ -416,17 +346,14 @@ impl Stack {
             return false;
         };
         for (a, weights) in self.arms.iter().zip(&weights) {
-            let primaries = a.spec.providers.iter().zip(weights);
+            let primaries = a.spec.providers.iter().zip(weights).take(a.spec.pool);
             if primaries.filter(|(p, _)| p.tier == 1).any(|(_, w)| *w == 0) {
                 return false;
             }
             if a.arm == Arm::Ethrpc {
                 let settled =
                     |p: &str| p.matches(" healthy ").count() + p.matches(" standby ").count();
-                if a.explain()
-                    .await
-                    .is_none_or(|p| settled(&p) != SERVERS.len())
-                {
+                if a.explain().await.is_none_or(|p| settled(&p) != a.spec.pool) {
                     return false;
                 }
             }
@@ -457,6 +384,20 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Kills `arm`'s actuator (as an OOM kill or a rollout would) and starts it again with the
+    /// same config; returns once the new process runs.
+    pub async fn restart_actuator(&mut self, arm: Arm) -> anyhow::Result<()> {
+        let dir = self.dir.path().to_owned();
+        let (_, stem, child) = self
+            .actuators
+            .iter_mut()
+            .find(|(a, _, _)| *a == arm)
+            .context("that arm has no actuator")?;
+        child.kill().await?;
+        *child = start(&dir, "ethrpc-actuator", stem)?;
+        Ok(())
     }
 
     /// `ethrpc_actuator_weight_writes_total` per server (in [`SERVERS`] order) of an actuated

@@ -8,8 +8,8 @@ use common::svg::escape;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::arm::SERVERS;
 use crate::recorder::Snapshot;
-use crate::stack::SERVERS;
 
 const COLOURS: [&str; 3] = ["#1f6fb4", "#d62728", "#2a9d3a"];
 const WIDTH: f64 = 960.0;

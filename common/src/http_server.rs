@@ -75,6 +75,7 @@ where
 {
     let route = Arc::new(route);
     let open = Arc::new(OpenConnections::default());
+    let _close = CloseOnStop(open.clone());
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -186,6 +187,21 @@ impl OpenConnections {
 
 fn millis_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Closes the connections still open when the server stops (returns, or is dropped by an
+/// aborted task): a kept-alive connection, a scraper's every second, is never idle, and would
+/// otherwise go on answering for a server that has stopped (a restarted actuator on the same
+/// address would never be scraped).
+struct CloseOnStop(Arc<OpenConnections>);
+
+impl Drop for CloseOnStop {
+    fn drop(&mut self) {
+        let guard = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        for activity in guard.1.values() {
+            activity.evicted.notify_one();
+        }
+    }
 }
 
 /// Unregisters a connection when its task ends, however it ends.

@@ -111,8 +111,8 @@ impl Histogram {
 }
 
 /// A series' labels, rendered once as `name="value",…` and written as they are by every
-/// exposition. Values are escaped; names are the program's own.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// exposition. Values are escaped; names are the program's own. The default is no label.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Labels(String);
 
 impl Labels {

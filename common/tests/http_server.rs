@@ -173,3 +173,23 @@ async fn a_client_that_reads_gets_the_whole_answer_on_a_kept_alive_connection() 
         assert_eq!(body.len(), BIG);
     }
 }
+
+/// A kept-alive connection (a scraper's) is closed when the server stops, not served on.
+#[tokio::test]
+async fn a_stopped_server_closes_its_kept_alive_connections() {
+    use tokio::io::AsyncReadExt;
+    let (address, stop) = start().await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).ends_with("up 1\n"));
+    drop(stop);
+    // Closed: the read ends (EOF or reset) well before the idle timeout would close it.
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "still open after the stop: {read:?}"
+    );
+}

@@ -1,11 +1,14 @@
 //! Probing one chain: every interval a round probes at once all its providers that are due (each
 //! has its own [`ProviderCadence`]; any whose previous probe is still in flight is skipped), then
-//! derives the chain head and each provider's lag and age from the providers probed in it.
+//! derives the chain head from every provider's latest answer that is recent enough (a provider
+//! probed less often votes between its probes) and the lag and age of the providers probed in it.
 //! Each request of a probe is [`confirm`]ed, and lag and age are judged on each provider's
 //! effective head ([`RecentHeads`]), so that a healthy provider's noise is not taken for failure.
 //! A block the chain cannot have reached yet is an error of the provider that answered it
-//! ([`crate::plausible`]), and in small pools a provider is called behind only when its own block
-//! age agrees ([`chain_head`]), so that one provider that is wrong cannot drain the honest ones.
+//! ([`crate::plausible`]), and the head is decided on block numbers and timestamps
+//! ([`crate::chain_head`]), so that neither one provider that is wrong nor a majority that froze
+//! together can drain the honest ones. What a result and a round's end change is decided by the
+//! pure steps of [`crate::view`]; this module schedules, probes, and publishes their outcome.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,10 +25,14 @@ use crate::cadence::ProviderCadence;
 use crate::confirm::{confirm, Confirmed};
 use crate::head::RecentHeads;
 use crate::metrics::{ChainMetrics, Metrics};
-use crate::plausible::{check_number, Reference, FUTURE_TOLERANCE_SECONDS, REFERENCE_LIFETIME};
 use crate::provider_text::Redactor;
 use crate::reason::Reason;
 use crate::rpc::{Block, HttpClients, ProbeError, Rpc};
+use crate::view::{ChainView, Change, Now, ProbeResult, Probed, RoundOutcome};
+
+/// An answer this many blocks or more behind the last chain head is asked again before it
+/// counts: one block behind is propagation, two is a replica's answer or real lag.
+const LAG_TO_CONFIRM: u64 = 2;
 
 /// What one probe task remembers between its runs. Held in a mutex that is locked for the
 /// whole probe, so that a provider never has two probes in flight.
@@ -51,74 +58,6 @@ impl ProbeMemory {
     }
 }
 
-/// One provider's part in a round in which it was probed.
-struct Probed {
-    /// Whether this probe got a block.
-    answered: bool,
-    /// Its effective head; kept while it is down, so that its lag keeps growing.
-    head: Option<Block>,
-}
-
-/// What is known of one provider (for the status page and state-change logs).
-#[derive(Debug, Clone, Default)]
-pub struct ProviderView {
-    /// `None` until the first probe finishes.
-    pub up: Option<bool>,
-    pub last_error: Option<ProbeError>,
-    pub latency: Option<Duration>,
-    /// Last block seen, as it came; kept while the provider is down.
-    pub block: Option<Block>,
-    /// The highest block answered within `head_window`, which lag and age are judged on.
-    pub effective_head: Option<u64>,
-    pub lag: Option<u64>,
-    pub age_seconds: Option<f64>,
-    /// Confirmed failed probes in a row.
-    pub consecutive_failures: u64,
-    /// Whether its effective head's timestamp is more than [`FUTURE_TOLERANCE_SECONDS`] ahead of
-    /// this host's clock (its age is then negative, published as it is).
-    pub clock_skewed: bool,
-}
-
-/// What is known of one chain.
-#[derive(Debug, Clone, Default)]
-pub struct ChainView {
-    pub head: Option<u64>,
-    pub providers: Vec<ProviderView>,
-    pub rounds_done: u64,
-    applied_round: u64,
-    /// The last head the providers agreed on, which answers are judged plausible against.
-    reference: Option<Reference>,
-}
-
-/// A round's chain head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    pub number: u64,
-    /// Whether the answers agree on it; only such a head becomes the [`Reference`] for
-    /// plausibility, so that a head chosen in a dispute cannot get honest answers rejected.
-    pub agreed: bool,
-}
-
-/// The chain head of one round from the effective heads of the providers that answered, such
-/// that no provider is behind on the word of one other alone:
-/// - three or more: the second highest, so that a head is always vouched for by two providers
-///   and one far ahead cannot make all the others look behind;
-/// - two: their block if they agree; otherwise nothing tells which one is wrong (a provider can
-///   claim a higher block with a fresh timestamp as easily as an honest one shows it), so the
-///   head is the lower, under which neither lags, and it is not agreed: in a pool of two a stall
-///   is caught by its block age (`max_block_age`), not by the other provider's word;
-/// - one: its answer.
-pub fn chain_head(mut numbers: Vec<u64>) -> Option<Head> {
-    numbers.sort_unstable_by(|a, b| b.cmp(a));
-    let (number, agreed) = match numbers[..] {
-        [] => return None,
-        [only] => (only, true),
-        [high, low] => (low, high == low),
-        [_, second, ..] => (second, true),
-    };
-    Some(Head { number, agreed })
-}
-
 /// Probes one chain's providers and publishes what it finds.
 pub struct ChainProber {
     config: ChainConfig,
@@ -132,6 +71,8 @@ pub struct ChainProber {
     redactors: Vec<Redactor>,
     /// When each provider is due a probe and a chain-id check.
     cadences: Vec<ProviderCadence>,
+    /// How long each provider's last answer votes for the head: until its next probe is overdue.
+    vote_lifetimes: Vec<Duration>,
     memories: Vec<Arc<tokio::sync::Mutex<ProbeMemory>>>,
     view: Mutex<ChainView>,
 }
@@ -146,6 +87,11 @@ impl ChainProber {
     ) -> Self {
         let metrics = metrics.register_chain(&config);
         let n = config.providers.len();
+        let cadences: Vec<ProviderCadence> = config
+            .providers
+            .iter()
+            .map(|p| ProviderCadence::new(p, &settings))
+            .collect();
         Self {
             memories: (0..n)
                 .map(|_| {
@@ -155,15 +101,12 @@ impl ChainProber {
                 })
                 .collect(),
             redactors: config.providers.iter().map(Redactor::new).collect(),
-            cadences: config
-                .providers
+            vote_lifetimes: cadences
                 .iter()
-                .map(|p| ProviderCadence::new(p, &settings))
+                .map(|c| c.probe.period() + settings.probe_interval + settings.probe_timeout)
                 .collect(),
-            view: Mutex::new(ChainView {
-                providers: vec![ProviderView::default(); n],
-                ..Default::default()
-            }),
+            cadences,
+            view: Mutex::new(ChainView::new(n)),
             config,
             settings,
             clients,
@@ -251,9 +194,7 @@ impl ChainProber {
 
     /// Whether the chain can have reached `block` yet, judged against the last agreed head.
     fn plausible(&self, block: &Block) -> Result<(), ProbeError> {
-        let reference = self.lock_view().reference;
-        check_number(block.number, reference, Instant::now(), unix_now())
-            .map_err(|why| ProbeError::new(Reason::ImplausibleBlock, why))
+        self.lock_view().plausible(block, now())
     }
 
     /// [`confirm`]s one request of provider `i` and counts the attempts it retried or hedged.
@@ -323,17 +264,36 @@ impl ChainProber {
         }
         let started = Instant::now();
         let block = self.confirmed(i, deadline(), || rpc.latest_block()).await?;
-        Ok((block, started.elapsed()))
+        let latency = started.elapsed();
+        // A lagging answer is confirmed like a failure: a provider's own load balancer answers
+        // some reads from a replica blocks behind, and a few such answers in a row would look
+        // like lag. One more request at once; the higher answer counts (lag is judged on the
+        // highest recent answer anyway). A stalled provider answers the same again, at once.
+        let known_head = self.lock_view().head;
+        if known_head.is_none_or(|head| block.number.saturating_add(LAG_TO_CONFIRM) > head) {
+            return Ok((block, latency));
+        }
+        self.metrics.providers[i].retries.inc();
+        let again = tokio::time::timeout_at(deadline(), rpc.latest_block()).await;
+        let block = match again {
+            Ok(Ok(newer)) if newer.number > block.number => newer,
+            _ => block,
+        };
+        Ok((block, latency))
     }
 
-    fn record(&self, i: usize, result: &Result<(Block, Duration), ProbeError>) {
+    /// Records provider `i`'s probe result in the view and publishes it.
+    fn record(&self, i: usize, result: &ProbeResult) {
+        let (changes, failures) = {
+            let mut view = self.lock_view();
+            let changes = view.record(i, result);
+            (changes, view.providers[i].consecutive_failures)
+        };
         let chain = self.config.name.as_str();
         let provider = self.config.providers[i].name.as_str();
         let m = &self.metrics.providers[i];
         m.probes.inc();
         m.last_probe.set(unix_now());
-        let mut view = self.lock_view();
-        let pv = &mut view.providers[i];
         match result {
             Ok((block, latency)) => {
                 m.up.set(1.0);
@@ -341,144 +301,77 @@ impl ChainProber {
                 m.request_duration.observe(latency.as_secs_f64());
                 m.block_number.set(block.number as f64);
                 m.block_timestamp.set(block.timestamp as f64);
-                if pv.up != Some(true) {
-                    tracing::info!(chain, provider, block = block.number, "provider is up");
-                }
-                if pv.block.as_ref().is_some_and(|b| b.number > block.number) {
-                    tracing::debug!(
-                        chain,
-                        provider,
-                        block = block.number,
-                        "block number went backwards"
-                    );
-                }
-                m.consecutive_failures.set(0.0);
-                pv.up = Some(true);
-                pv.consecutive_failures = 0;
-                pv.last_error = None;
-                pv.latency = Some(*latency);
-                pv.block = Some(block.clone());
             }
             Err(e) => {
                 m.up.set(0.0);
                 m.errors(e.reason).inc();
-                let same = pv.up == Some(false)
-                    && pv
-                        .last_error
-                        .as_ref()
-                        .is_some_and(|old| old.reason == e.reason);
-                if !same {
-                    tracing::warn!(chain, provider, reason = %e.reason, detail = %e.detail, "provider is down");
-                }
-                pv.up = Some(false);
-                pv.consecutive_failures += 1;
-                m.consecutive_failures.set(pv.consecutive_failures as f64);
-                pv.last_error = Some(e.clone());
             }
+        }
+        m.consecutive_failures.set(failures as f64);
+        for change in changes {
+            log_change(chain, provider, &change);
         }
     }
 
-    /// Derives this round's head, and the lag and age of every provider probed in it, all from
-    /// effective heads. A provider's lag is measured against the head of the round that probed
-    /// it: a slow answer is judged against the blocks of its own moment, not against rounds that
-    /// ran meanwhile. The published head only moves forward in round order.
+    /// Ends round `id` in the view and publishes the head, lag and age it decided.
     fn finish_round(&self, id: u64, results: &[(usize, Option<Probed>)]) {
-        let chain = self.config.name.as_str();
-        let now = unix_now();
-        let age = |block: &Block| now - block.timestamp as f64;
-        let mut view = self.lock_view();
-        view.rounds_done += 1;
-        let answers = results.iter().filter_map(|(_, probed)| {
-            let probed = probed.as_ref().filter(|p| p.answered)?;
-            Some(probed.head.as_ref()?.number)
-        });
-        let round_head = chain_head(answers.collect());
-        if id > view.applied_round {
-            view.applied_round = id;
-            if let Some(head) = round_head {
-                view.head = Some(head.number);
-                // The reference moves only when the agreed head does (or it expired): a frozen
-                // majority must not keep renewing the time it is judged from.
-                let renew = view
-                    .reference
-                    .is_none_or(|r| head.number > r.number || r.at.elapsed() > REFERENCE_LIFETIME);
-                if head.agreed && renew {
-                    view.reference = Some(Reference {
-                        number: head.number,
-                        at: Instant::now(),
-                    });
-                }
-                self.metrics.head.set(head.number as f64);
-            }
+        let RoundOutcome { head, judged } =
+            self.lock_view()
+                .finish_round(id, results, &self.vote_lifetimes, now());
+        if let Some(head) = head {
+            self.metrics.head.set(head as f64);
         }
-        let head = round_head.map(|h| h.number).or(view.head);
-        for (i, probed) in results {
-            let Some(Probed {
-                head: Some(block), ..
-            }) = probed
-            else {
-                continue;
-            };
-            let pv = &mut view.providers[*i];
-            pv.effective_head = Some(block.number);
-            let provider = self.config.providers[*i].name.as_str();
-            let m = &self.metrics.providers[*i];
-            // Negative when the timestamp is ahead of this host's clock: published as it is,
-            // since a clamped 0 would make the provider look perfectly fresh for ever.
-            let age = age(block);
-            pv.age_seconds = Some(age);
-            m.block_age.set(age);
-            let skewed = age < -FUTURE_TOLERANCE_SECONDS;
-            if skewed && !pv.clock_skewed {
-                tracing::warn!(
-                    chain,
-                    provider,
-                    ahead_seconds = -age,
-                    "block timestamp is ahead of this host's clock: clock skew, or an implausible \
-                     block; its age is published negative"
-                );
-            } else if pv.clock_skewed && !skewed {
-                tracing::info!(
-                    chain,
-                    provider,
-                    "block timestamp no longer ahead of this host's clock"
-                );
-            }
-            pv.clock_skewed = skewed;
-            if let Some(head) = head {
-                let lag = head.saturating_sub(block.number);
-                pv.lag = Some(lag);
+        let chain = self.config.name.as_str();
+        for j in judged {
+            let m = &self.metrics.providers[j.provider];
+            m.block_age.set(j.age);
+            if let Some(lag) = j.lag {
                 m.block_lag.set(lag as f64);
+            }
+            if let Some(change) = &j.change {
+                log_change(
+                    chain,
+                    self.config.providers[j.provider].name.as_str(),
+                    change,
+                );
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn head(numbers: &[u64]) -> Option<(u64, bool)> {
-        chain_head(numbers.to_vec()).map(|h| (h.number, h.agreed))
+/// This host's clocks now.
+fn now() -> Now {
+    Now {
+        unix: unix_now(),
+        at: Instant::now(),
     }
+}
 
-    #[test]
-    fn one_answer_is_the_head() {
-        assert_eq!(head(&[]), None);
-        assert_eq!(head(&[7]), Some((7, true)));
-    }
-
-    #[test]
-    fn of_two_that_disagree_the_lower_is_the_head_and_not_agreed() {
-        assert_eq!(head(&[9, 9]), Some((9, true)), "equal");
-        assert_eq!(head(&[9, 59]), Some((9, false)), "one is wrong, either one");
-        assert_eq!(head(&[7, 9]), Some((7, false)));
-    }
-
-    #[test]
-    fn of_three_or_more_the_second_highest_is_the_head() {
-        assert_eq!(head(&[100, 1_000_000, 99]), Some((100, true)));
-        assert_eq!(head(&[5, 5, 5]), Some((5, true)));
-        assert_eq!(head(&[1, 2, 3, 4]), Some((3, true)));
+/// The log line of a change of one provider's state.
+fn log_change(chain: &str, provider: &str, change: &Change) {
+    match change {
+        Change::Up { block } => tracing::info!(chain, provider, block, "provider is up"),
+        Change::Down { error } => tracing::warn!(
+            chain,
+            provider,
+            reason = %error.reason,
+            detail = %error.detail,
+            "provider is down"
+        ),
+        Change::Backwards { block } => {
+            tracing::debug!(chain, provider, block, "block number went backwards")
+        }
+        Change::SkewStarted { ahead_seconds } => tracing::warn!(
+            chain,
+            provider,
+            ahead_seconds,
+            "block timestamp is ahead of this host's clock: clock skew, or an implausible block; \
+             its age is published negative"
+        ),
+        Change::SkewEnded => tracing::info!(
+            chain,
+            provider,
+            "block timestamp no longer ahead of this host's clock"
+        ),
     }
 }

@@ -1,12 +1,13 @@
 //! Telling a provider's noise from its failure: a request fails only when a second attempt
 //! confirms it. Healthy paid providers answer a few requests per thousand with a 502, a reset or
 //! a hang; one such answer must not eject them, yet a provider that is really down or erroring
-//! must still be reported down within the same probe.
+//! must still be reported down within the same probe. A timeout is the weakest evidence of all
+//! (a heavy latency tail makes two slow attempts in a row a matter of time), so it takes a third:
+//! attempts still unanswered at the deadline get one more beside them, and half the timeout more.
 
 use std::future::Future;
-use std::pin::pin;
 
-use futures::future::{select, Either};
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::reason::Reason;
@@ -16,7 +17,7 @@ use crate::rpc::ProbeError;
 #[derive(Debug)]
 pub struct Confirmed<T> {
     pub result: Result<T, ProbeError>,
-    /// Attempts that failed or hung and were retried or hedged: 0 or 1.
+    /// Attempts that failed or hung and were retried or hedged: 0, 1, or 2 for a hang.
     pub retries: u64,
 }
 
@@ -26,34 +27,65 @@ pub fn hedge_at(now: Instant, deadline: Instant) -> Instant {
     now + deadline.saturating_duration_since(now) / 2
 }
 
-/// Runs `attempt`, and at most one more, until `deadline`. A transient failure before the hedge
-/// time ([`hedge_at`]) is retried at once; an attempt still unanswered then is hedged by a second
-/// one beside it. The second attempt shares `deadline`, so a hanging provider fails at the
-/// deadline as without confirmation; the first success wins; the result is an error only when
-/// both attempts failed (the later failure). A deliberate answer (a 429, a 4xx) is not retried.
+/// Runs `attempt` up to three times. A transient failure of the first attempt is retried at once;
+/// a first attempt still unanswered at the hedge time ([`hedge_at`]) gets a second one beside it;
+/// attempts still unanswered at `deadline` get a third beside them, and all may answer until half
+/// the timeout after `deadline`. The first success wins; the result is an error only when every
+/// attempt made failed (the last failure). So two fast failures fail at once, while a timeout is
+/// reported only after three attempts hung, each for at least half the timeout. A deliberate
+/// answer (a 429, a 4xx) is not retried.
 pub async fn confirm<T, F, Fut>(deadline: Instant, mut attempt: F) -> Confirmed<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ProbeError>>,
 {
-    let hedge = hedge_at(Instant::now(), deadline);
-    let mut first = pin!(bounded(deadline, attempt()));
-    let early = tokio::select! {
-        biased;
-        result = &mut first => Some(result),
-        () = sleep_until(hedge) => None,
-    };
-    let result = match early {
-        Some(Err(e)) if e.transient => bounded(deadline, attempt()).await,
-        Some(settled) => {
-            return Confirmed {
-                result: settled,
-                retries: 0,
+    let start = Instant::now();
+    let hedge = hedge_at(start, deadline);
+    let last = deadline + deadline.saturating_duration_since(start) / 2;
+    let mut running = FuturesUnordered::new();
+    running.push(bounded(last, attempt()));
+    let mut made: u64 = 1;
+    loop {
+        // The next attempt starts then unless something settles first.
+        let next = match made {
+            1 => Some(hedge),
+            2 => Some(deadline),
+            _ => None,
+        };
+        tokio::select! {
+            biased;
+            Some(settled) = running.next() => match settled {
+                Ok(value) => {
+                    return Confirmed {
+                        result: Ok(value),
+                        retries: made - 1,
+                    }
+                }
+                Err(e) if made == 1 && e.transient => {
+                    running.push(bounded(last, attempt()));
+                    made = 2;
+                }
+                Err(e) if running.is_empty() => {
+                    return Confirmed {
+                        result: Err(e),
+                        retries: made - 1,
+                    }
+                }
+                Err(_) => {}
+            },
+            () = sleep_until(next.unwrap_or(last)), if next.is_some() => {
+                running.push(bounded(last, attempt()));
+                made += 1;
+            }
+            // Not reached: a failure that leaves nothing running returns above.
+            else => {
+                return Confirmed {
+                    result: Err(timed_out()),
+                    retries: made - 1,
+                }
             }
         }
-        None => first_success(first, pin!(bounded(deadline, attempt()))).await,
-    };
-    Confirmed { result, retries: 1 }
+    }
 }
 
 /// `attempt`, failing with [`Reason::Timeout`] at `deadline`.
@@ -61,25 +93,16 @@ async fn bounded<T>(
     deadline: Instant,
     attempt: impl Future<Output = Result<T, ProbeError>>,
 ) -> Result<T, ProbeError> {
-    timeout_at(deadline, attempt).await.unwrap_or_else(|_| {
-        Err(ProbeError::new(
-            Reason::Timeout,
-            "no complete answer within the probe timeout",
-        ))
-    })
+    timeout_at(deadline, attempt)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
 }
 
-/// The first of `a` and `b` to succeed, else the one that failed last.
-async fn first_success<T, A, B>(a: A, b: B) -> Result<T, ProbeError>
-where
-    A: Future<Output = Result<T, ProbeError>> + Unpin,
-    B: Future<Output = Result<T, ProbeError>> + Unpin,
-{
-    match select(a, b).await {
-        Either::Left((Ok(value), _)) | Either::Right((Ok(value), _)) => Ok(value),
-        Either::Left((Err(_), b)) => b.await,
-        Either::Right((Err(_), a)) => a.await,
-    }
+fn timed_out() -> ProbeError {
+    ProbeError::new(
+        Reason::Timeout,
+        "no complete answer from three attempts within 1.5 times the probe timeout",
+    )
 }
 
 #[cfg(test)]
@@ -190,21 +213,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn two_hangs_time_out_at_the_deadline_not_before() {
-        let (c, made, elapsed) = run(&[Step::Hang, Step::Hang]).await;
+    async fn a_timeout_needs_three_hung_attempts_and_half_the_timeout_more() {
+        let (c, made, elapsed) = run(&[Step::Hang, Step::Hang, Step::Hang]).await;
         assert_eq!(c.result.unwrap_err().reason, Reason::Timeout);
-        assert_eq!((c.retries, made), (1, 2));
+        assert_eq!((c.retries, made), (2, 3));
         assert!(
-            elapsed >= TIMEOUT,
-            "failed before the deadline: {elapsed:?}"
+            elapsed >= TIMEOUT * 3 / 2,
+            "failed before the third attempt had half the timeout: {elapsed:?}"
         );
+        assert!(elapsed < TIMEOUT * 2, "{elapsed:?}");
     }
 
     #[tokio::test]
-    async fn a_retry_after_a_fast_failure_shares_the_deadline() {
-        let (c, made, elapsed) = run(&[Step::Fail(Reason::Connect), Step::Hang]).await;
+    async fn two_slow_attempts_are_noise_the_third_answers() {
+        let (c, made, _) = run(&[Step::Hang, Step::Hang, Step::Answer]).await;
+        assert_eq!((c.result.ok(), c.retries, made), (Some(2), 2, 3));
+        // The first attempt answering after the deadline, before the end, still counts.
+        let (c, _, _) = run(&[Step::Slow(TIMEOUT * 5 / 4), Step::Hang, Step::Hang]).await;
+        assert_eq!(c.result.ok(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_fast_failure_that_hangs_gets_the_third_attempt() {
+        let (c, made, elapsed) = run(&[Step::Fail(Reason::Connect), Step::Hang, Step::Hang]).await;
         assert_eq!(c.result.unwrap_err().reason, Reason::Timeout);
-        assert_eq!((c.retries, made), (1, 2));
-        assert!(elapsed >= TIMEOUT);
+        assert_eq!((c.retries, made), (2, 3));
+        assert!(elapsed >= TIMEOUT * 3 / 2);
     }
 }

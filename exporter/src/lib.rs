@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod cadence;
 pub mod chain;
+pub mod chain_head;
 pub mod confirm;
 pub mod head;
 pub mod metrics;
@@ -12,6 +13,7 @@ pub mod provider_text;
 pub mod reason;
 pub mod routes;
 pub mod rpc;
+pub mod view;
 
 use std::future::Future;
 use std::sync::Arc;

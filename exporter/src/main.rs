@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::config::Config;
+use common::config::{Config, HaproxyNeeds};
 use common::process::{init_logging, shutdown_signal, LogFormat};
 use exporter::budget::Budget;
 
@@ -27,7 +27,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validates FILE and prints it as understood, with secrets redacted, followed by its probe
-    /// budget (calls per provider per day and month) as TOML comments.
+    /// budget (calls per provider per day and month) and what HAProxy needs for it (a `backup`
+    /// twin per reserve), as TOML comments.
     CheckConfig { file: PathBuf },
 }
 
@@ -36,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = cli.command {
         let config = Config::load(&file)?;
-        print!("{config}\n{}", Budget::of(&config));
+        print!("{config}\n{}{}", Budget::of(&config), HaproxyNeeds(&config));
         return Ok(());
     }
     init_logging(cli.log_format);

@@ -81,10 +81,12 @@ pub struct ChainMetrics {
     pub providers: Vec<ProviderMetrics>,
 }
 
-type ProviderGauge = (&'static str, &'static str, fn(&ProviderMetrics) -> &Gauge);
+pub type ProviderGauge = (&'static str, &'static str, fn(&ProviderMetrics) -> &Gauge);
 type ProviderCounter = (&'static str, &'static str, fn(&ProviderMetrics) -> &Counter);
 
-const PROVIDER_GAUGES: [ProviderGauge; 9] = [
+/// Each per-provider gauge: its name, its help and its field (the bench renders the same families
+/// through another writer).
+pub const PROVIDER_GAUGES: [ProviderGauge; 9] = [
     (names::UP, "1 if the last probe succeeded and the chain id matches, else 0. A probe fails only when a second attempt confirms the failure.", |p| &p.up),
     (names::CHAIN_ID_MATCH, "1 if the provider's eth_chainId matches the config, 0 if not; absent until checked.", |p| &p.chain_id_match),
     (names::PROBE_DURATION, "Time from the start of the last successful head request to its winning answer.", |p| &p.probe_duration),

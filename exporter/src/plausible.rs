@@ -17,21 +17,33 @@ pub const MIN_BLOCK_TIME: Duration = Duration::from_millis(250);
 /// two.
 pub const SLACK_BLOCKS: u64 = 10;
 
-/// A reference older than this is dropped and judging starts afresh. Rounds renew it; it grows
-/// old only when no round agreed on a head for this long, and then it may be what is wrong (a
-/// chain faster than [`MIN_BLOCK_TIME`], time the host spent suspended, which the monotonic clock
-/// does not count): dropping it bounds how long honest answers can be judged against it.
+/// A reference older than this is no bound: judging starts afresh. Its age is counted from its
+/// block's timestamp (chain time), so a head the providers agree on but that stopped long ago (a
+/// frozen majority) bounds nothing, and a reference is never renewed at the same number: only an
+/// agreed head higher than it replaces it. Dropping an old one also bounds how long honest answers
+/// can be judged against a wrong one (a chain faster than [`MIN_BLOCK_TIME`]).
 pub const REFERENCE_LIFETIME: Duration = Duration::from_secs(60);
 
 /// How far ahead of this host's clock a block's timestamp may be before it is reported as clock
 /// skew: a few seconds of drift between honest clocks are common, tens are not.
 pub const FUTURE_TOLERANCE_SECONDS: f64 = 15.0;
 
-/// A head the providers agreed on, and when the exporter saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A head the providers agreed on: its number, its block's timestamp (Unix seconds, no later than
+/// when it was seen) and when the exporter saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reference {
     pub number: u64,
-    pub at: Instant,
+    pub timestamp: f64,
+    pub seen: Instant,
+}
+
+impl Reference {
+    /// Seconds the chain has had to make blocks since the reference: since its block was made,
+    /// and never less than since it was seen (a timestamp ahead of the clock gains nothing).
+    fn elapsed(&self, now: Instant, now_unix: f64) -> f64 {
+        let seen = now.saturating_duration_since(self.seen).as_secs_f64();
+        (now_unix - self.timestamp).max(seen)
+    }
 }
 
 /// `Ok` if the chain can have reached block `number` by `now` (`now_unix` in Unix seconds), else
@@ -53,11 +65,11 @@ pub fn check_number(
     let Some(reference) = reference else {
         return Ok(());
     };
-    let elapsed = now.saturating_duration_since(reference.at);
-    if elapsed > REFERENCE_LIFETIME {
+    let elapsed = reference.elapsed(now, now_unix);
+    if elapsed > REFERENCE_LIFETIME.as_secs_f64() {
         return Ok(());
     }
-    let made = (elapsed.as_secs_f64() / MIN_BLOCK_TIME.as_secs_f64()) as u64;
+    let made = (elapsed / MIN_BLOCK_TIME.as_secs_f64()) as u64;
     let limit = reference
         .number
         .saturating_add(made)
@@ -66,8 +78,7 @@ pub fn check_number(
         return Err(format!(
             "block {number} is beyond {limit}, the most the chain can have reached {:.1} s \
              after the agreed head {}",
-            elapsed.as_secs_f64(),
-            reference.number
+            elapsed, reference.number
         ));
     }
     Ok(())
@@ -79,10 +90,12 @@ mod tests {
 
     const NOW_UNIX: f64 = 1_750_000_000.0;
 
+    /// A reference to block `number`, made and seen `secs_ago`.
     fn reference(number: u64, secs_ago: f64, now: Instant) -> Option<Reference> {
         Some(Reference {
             number,
-            at: now - Duration::from_secs_f64(secs_ago),
+            timestamp: NOW_UNIX - secs_ago,
+            seen: now - Duration::from_secs_f64(secs_ago),
         })
     }
 
@@ -112,5 +125,26 @@ mod tests {
         let old = reference(1000, REFERENCE_LIFETIME.as_secs_f64() + 1.0, now);
         assert!(check_number(1_000_000, old, now, NOW_UNIX).is_ok());
         assert!(check_number(u64::MAX, old, now, NOW_UNIX).is_err());
+    }
+
+    #[test]
+    fn a_reference_ages_with_its_block_not_with_when_it_was_seen() {
+        let now = Instant::now();
+        // Seen just now, but its block was made an hour ago (a frozen majority agreeing): the
+        // advancing provider's block far beyond it is plausible.
+        let frozen = Some(Reference {
+            number: 1000,
+            timestamp: NOW_UNIX - 3600.0,
+            seen: now,
+        });
+        assert!(check_number(1300, frozen, now, NOW_UNIX).is_ok());
+        // A timestamp ahead of the clock does not make the reference younger than its sighting.
+        let future = Some(Reference {
+            number: 1000,
+            timestamp: NOW_UNIX + 600.0,
+            seen: now - Duration::from_secs(2),
+        });
+        assert!(check_number(1000 + 8 + SLACK_BLOCKS, future, now, NOW_UNIX).is_ok());
+        assert!(check_number(1000 + 9 + SLACK_BLOCKS, future, now, NOW_UNIX).is_err());
     }
 }

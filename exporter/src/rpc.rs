@@ -16,6 +16,12 @@ use crate::reason::Reason;
 
 /// The longest `Retry-After` honoured, so a provider cannot switch probing off for long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// How long a provider whose quota is spent goes unprobed: a monthly or billing limit does not
+/// lift within seconds, and probing it every second would only fill the logs.
+pub const QUOTA_RECHECK: Duration = Duration::from_secs(60);
+/// Words of a JSON-RPC error (lower case) that say the plan's quota is spent rather than its rate
+/// exceeded: Alchemy's "Monthly capacity limit exceeded", credits and billing messages.
+const QUOTA_WORDS: [&str; 5] = ["monthly", "quota", "billing", "payment", "credits"];
 /// Longest provider error message kept for logs and the status page.
 const MAX_DETAIL: usize = 200;
 
@@ -42,6 +48,13 @@ impl ProbeError {
             retry_after: None,
             transient: reason.is_transient(),
         }
+    }
+
+    /// The plan's quota is spent: not asked again for [`QUOTA_RECHECK`].
+    fn quota_exhausted(detail: impl AsRef<str>) -> Self {
+        let mut e = Self::new(Reason::QuotaExhausted, detail);
+        e.retry_after = Some(QUOTA_RECHECK);
+        e
     }
 
     /// An error whose detail quotes the provider (or its transport): `redactor` removes the
@@ -183,6 +196,9 @@ impl<'a> Rpc<'a> {
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
             return Err(e);
         }
+        if status == reqwest::StatusCode::PAYMENT_REQUIRED {
+            return Err(ProbeError::quota_exhausted("HTTP 402 Payment Required"));
+        }
         if !status.is_success() {
             let mut e = ProbeError::new(Reason::HttpStatus, format!("HTTP {status}"));
             e.transient = status.is_server_error();
@@ -269,11 +285,12 @@ fn decode<T: DeserializeOwned>(
     if let Some(error) = envelope.error {
         let code = error.code.map_or(String::new(), |c| format!(" {c}"));
         let message = error.message.unwrap_or_default();
-        return Err(ProbeError::quoting(
-            Reason::RpcError,
-            &format!("{method}: JSON-RPC error{code}: {message}"),
-            redactor,
-        ));
+        let detail = redactor.redact(&format!("{method}: JSON-RPC error{code}: {message}"));
+        let lower = message.to_lowercase();
+        if QUOTA_WORDS.iter().any(|w| lower.contains(w)) {
+            return Err(ProbeError::quota_exhausted(detail));
+        }
+        return Err(ProbeError::new(Reason::RpcError, detail));
     }
     let result = envelope.result.ok_or_else(|| {
         ProbeError::new(
@@ -394,6 +411,24 @@ mod tests {
         assert_eq!(
             reason(r#"{"id":1,"error":{"code":-32000,"message":"boom"}}"#),
             Reason::RpcError
+        );
+        let spent = decode::<String>(
+            "m",
+            br#"{"id":1,"error":{"code":429,"message":"Monthly capacity limit exceeded. Visit the dashboard"}}"#,
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(spent.reason, Reason::QuotaExhausted);
+        assert_eq!(
+            spent.retry_after,
+            Some(QUOTA_RECHECK),
+            "asked again in a minute"
+        );
+        assert!(!spent.transient, "not retried at once");
+        assert_eq!(
+            reason(r#"{"id":1,"error":{"code":-32005,"message":"request rate limited"}}"#),
+            Reason::RpcError,
+            "a rate, not a quota"
         );
         let ok: String = decode("m", br#"{"id":1,"result":"0x1"}"#, &none).unwrap();
         assert_eq!(ok, "0x1");

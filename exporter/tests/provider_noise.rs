@@ -217,19 +217,23 @@ async fn a_provider_that_hangs_once_stays_up() {
 }
 
 #[tokio::test]
-async fn a_provider_that_always_hangs_is_down_at_the_probe_timeout() {
+async fn a_provider_that_always_hangs_is_down_after_three_attempts_at_one_and_a_half_timeouts() {
     let fake = FakeRpc::start().await;
     let exporter = exporter("1s", &[("hang", fake.url("hang", "p"))]);
     let started = Instant::now();
     let text = round(&exporter, 1).await;
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_millis(1500),
-        "down at the probe timeout, hedge included: {took:?}"
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(2),
+        "down at 1.5 times the probe timeout, hedge and third attempt included: {took:?}"
     );
     assert_eq!(value(&text, "ethrpc_up", "hang"), Some(0.0));
     assert_eq!(errors(&text, "hang", "timeout"), Some(1.0));
-    assert_eq!(fake.hits("hang"), 2, "the hang was hedged");
+    assert_eq!(
+        fake.hits("hang"),
+        3,
+        "the hang was hedged, then corroborated"
+    );
 }
 
 #[tokio::test]

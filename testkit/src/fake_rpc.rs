@@ -19,7 +19,8 @@ pub const FAKE_CHAIN_ID: u64 = 1;
 /// - `garbage`: a non-JSON body; `no-result`: JSON without `result`; `rpc-error`: an `error` object;
 /// - `bad-hex`: a block whose number is not hex; `huge`: a 2 MiB body;
 /// - `hang`: reads the request and never answers; `429`: rate limited with `Retry-After: 3600`;
-/// - `500`: HTTP 500; `wrong-chain`: chain id 2.
+/// - `500`: HTTP 500; `wrong-chain`: chain id 2;
+/// - `echo`: HTTP 404 in plain text quoting the request path, as a proxy's error page may.
 pub struct FakeRpc {
     pub port: u16,
     hits: Arc<Mutex<HashMap<String, usize>>>,
@@ -111,7 +112,10 @@ async fn serve(mut stream: TcpStream, hits: Arc<Mutex<HashMap<String, usize>>>) 
     }
     let request: Value = serde_json::from_slice(&buf[header_end..]).unwrap_or(Value::Null);
     let method = request["method"].as_str().unwrap_or("");
-    let (status, body) = answer(&mode, method);
+    let (status, body) = match mode.as_str() {
+        "echo" => ("404 Not Found", format!("no route for {path}")),
+        _ => answer(&mode, method),
+    };
     if mode == "hang" {
         std::future::pending::<()>().await;
     }

@@ -6,83 +6,18 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::noise::{Counters, NoiseState, Verdict};
-pub use crate::noise::{Flap, MethodErrors, Noise, NoiseStats, RateLimit};
+pub use crate::fault_control::Fault;
+use crate::fault_control::{Control, ERROR_BODY};
+pub use crate::noise::{Flap, MethodAnswer, MethodErrors, Noise, NoiseStats, RateLimit};
 use crate::noisy_http::{self, Upstreams};
 use crate::replica::Replica;
-
-/// How the proxy treats traffic. In HTTP mode any fault but `Pass` overrides the noise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    Pass,
-    /// Hold every chunk of the answer this long (HTTP mode: every answer).
-    Delay(Duration),
-    /// Answer every request with HTTP 500 and a JSON-RPC error body.
-    Error,
-    /// Close every connection at once.
-    Refuse,
-}
-
-impl Fault {
-    /// Parses `pass`, `error`, `refuse` or `delay/MILLISECONDS`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "pass" => Some(Fault::Pass),
-            "error" => Some(Fault::Error),
-            "refuse" => Some(Fault::Refuse),
-            other => {
-                let ms = other.strip_prefix("delay/")?.parse().ok()?;
-                Some(Fault::Delay(Duration::from_millis(ms)))
-            }
-        }
-    }
-}
-
-pub(crate) const ERROR_BODY: &str =
-    r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"injected fault"}}"#;
-
-/// What a proxy's connections consult for every request: the fault, the noise and its counters.
-pub(crate) struct Control {
-    fault: Mutex<Fault>,
-    noise: Mutex<NoiseState>,
-    pub(crate) counters: Counters,
-}
-
-impl Control {
-    fn new(noise: Noise) -> Self {
-        Self {
-            fault: Mutex::new(Fault::Pass),
-            noise: Mutex::new(NoiseState::new(noise, rand::random(), Instant::now())),
-            counters: Counters::default(),
-        }
-    }
-
-    pub(crate) fn fault(&self) -> Fault {
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, NoiseState> {
-        self.noise.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The noise's verdict for a request arriving at `now` that calls `methods`, and the
-    /// replica lag in force.
-    pub(crate) fn draw(&self, now: Instant, methods: &[String]) -> (Verdict, u64) {
-        let mut state = self.state();
-        (state.draw(now, methods), state.noise().replica_lag)
-    }
-
-    fn replica_lag(&self) -> u64 {
-        self.state().noise().replica_lag
-    }
-}
 
 /// A running proxy; its tasks and connections stop when it drops.
 pub struct FaultProxy {
@@ -168,11 +103,7 @@ impl FaultProxy {
 
     /// Sets the fault (both modes); in HTTP mode any fault but `Pass` overrides the noise.
     pub fn set_fault(&self, fault: Fault) {
-        *self
-            .control
-            .fault
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = fault;
+        self.control.set_fault(fault);
     }
 
     /// Sets the noise (HTTP mode; a TCP-mode proxy ignores it). The token bucket refills and a
@@ -183,8 +114,10 @@ impl FaultProxy {
 
     /// Sets or clears the 502s to one method (HTTP mode), leaving the other knobs, the token
     /// bucket and a flap's phase as they are.
-    pub fn set_method_errors(&self, errors: Option<MethodErrors>) {
-        self.control.state().set_method_errors(errors);
+    pub fn set_method_errors(&self, errors: impl IntoIterator<Item = MethodErrors>) {
+        self.control
+            .state()
+            .set_method_errors(errors.into_iter().collect());
     }
 
     /// Restarts the noise's random stream from `seed`: sequential requests then draw the same
@@ -287,21 +220,4 @@ async fn forward(client: TcpStream, server: TcpStream, control: Arc<Control>) {
         let _ = client_write.shutdown().await;
     };
     tokio::join!(requests, answers);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn faults_parse() {
-        assert_eq!(Fault::parse("pass"), Some(Fault::Pass));
-        assert_eq!(
-            Fault::parse("delay/250"),
-            Some(Fault::Delay(Duration::from_millis(250)))
-        );
-        assert_eq!(Fault::parse("error"), Some(Fault::Error));
-        assert_eq!(Fault::parse("delay/x"), None);
-        assert_eq!(Fault::parse("slow"), None);
-    }
 }

@@ -150,6 +150,29 @@ impl HaproxyProcess {
             admin_command(&self.admin_socket, &format!("get weight {backend_server}")).await?;
         reply.split_whitespace().next()?.parse().ok()
     }
+
+    /// Waits up to `limit` until `backend/server` has `weight`.
+    pub async fn wait_weight(&self, backend_server: &str, weight: u32, limit: Duration) {
+        wait_for(
+            &format!("{backend_server} at weight {weight}"),
+            limit,
+            || async { (self.weight(backend_server).await == Some(weight)).then_some(()) },
+        )
+        .await;
+    }
+
+    /// HAProxy with backend `rpc` of one server `p1` (at a closed port), set to `weight`: for
+    /// watching that the actuator leaves a weight as it is.
+    pub async fn one_server_at(weight: u32) -> Self {
+        let haproxy = Self::start(&backend(
+            "rpc",
+            "roundrobin",
+            &[("p1", "127.0.0.1:9".into())],
+        ))
+        .await;
+        haproxy.admin(&format!("set weight rpc/p1 {weight}")).await;
+        haproxy
+    }
 }
 
 /// One CSV line's fields: HAProxy quotes a field that holds a comma (a check's `last_chk`).

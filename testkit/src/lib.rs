@@ -1,17 +1,22 @@
 //! Test helpers shared by the crates' integration tests: real anvil nodes, a misbehaving
-//! JSON-RPC server for failures a real node cannot produce on cue, free ports, polling, and
-//! reading Prometheus text. Every process started here is killed when its handle drops.
+//! JSON-RPC server for failures a real node cannot produce on cue, a server answering a fixed
+//! cycle of HTTP statuses, free ports, polling, and reading Prometheus text. Every process
+//! started here is killed when its handle drops.
 
 pub mod anvil;
 pub mod fake_rpc;
+mod fault_control;
 pub mod fault_proxy;
 pub mod haproxy;
 pub mod json_rpc;
+pub mod method_errors;
+pub mod metrics_engine;
 pub mod metrics_text;
 pub mod noise;
 pub mod noisy_http;
 pub mod prometheus;
 pub mod replica;
+pub mod status_cycle;
 
 use std::future::Future;
 use std::path::PathBuf;

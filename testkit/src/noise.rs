@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+pub use crate::method_errors::{MethodAnswer, MethodErrors};
+
 /// The noise applied to every request of a proxy in HTTP mode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Noise {
@@ -32,16 +34,10 @@ pub struct Noise {
     pub rate_limit: Option<RateLimit>,
     /// On/off cycles; while "bad" every request is answered HTTP 500.
     pub flap: Option<Flap>,
-    /// HTTP 502 to a share of the requests calling one method: a provider failing clients'
-    /// calls while answering a prober's (which calls other methods) well.
-    pub method_errors: Option<MethodErrors>,
-}
-
-/// A share of the requests that call `method` (alone or in a batch) answered HTTP 502.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MethodErrors {
-    pub method: String,
-    pub share: f64,
+    /// Answers other than the node's to a share of the requests calling a method: a provider
+    /// failing clients' calls while answering a prober's (which calls other methods) well. Each
+    /// entry draws apart; shares of entries for one method add up.
+    pub method_errors: Vec<MethodErrors>,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -70,7 +66,7 @@ pub struct NoiseStats {
     pub rate_limited: u64,
     /// Requests answered HTTP 500 during a flap's bad phase.
     pub flap_errors: u64,
-    /// Requests answered HTTP 502 for calling the method of [`MethodErrors`].
+    /// Requests answered with [`MethodErrors`]' answer for calling its method.
     pub method_errors: u64,
 }
 
@@ -91,7 +87,7 @@ impl Noise {
                 burst: 50.0,
             }),
             flap: None,
-            method_errors: None,
+            method_errors: Vec::new(),
         }
     }
 
@@ -108,7 +104,7 @@ impl Noise {
             hang: Duration::ZERO,
             rate_limit: None,
             flap: None,
-            method_errors: None,
+            method_errors: Vec::new(),
         }
     }
 
@@ -126,7 +122,7 @@ impl Noise {
 }
 
 /// What the noise does to one request.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Verdict {
     /// A flap's bad phase: HTTP 500 at once.
     FlapError,
@@ -134,8 +130,11 @@ pub(crate) enum Verdict {
     RateLimited,
     /// HTTP 502 after `after`.
     BadGateway { after: Duration },
-    /// HTTP 502 after `after`, for calling the method of [`MethodErrors`].
-    MethodError { after: Duration },
+    /// [`MethodErrors`]' answer after `after`, for calling its method.
+    MethodError {
+        after: Duration,
+        answer: MethodAnswer,
+    },
     /// Answered by a node after `after`; `hang` says `after` is a hang, `replica` that a read may go
     /// to the replica.
     Forward {
@@ -180,7 +179,7 @@ impl NoiseState {
     }
 
     /// New method errors; the other knobs, the bucket and the flap clock go on as they were.
-    pub(crate) fn set_method_errors(&mut self, errors: Option<MethodErrors>) {
+    pub(crate) fn set_method_errors(&mut self, errors: Vec<MethodErrors>) {
         self.noise.method_errors = errors;
     }
 
@@ -205,9 +204,17 @@ impl NoiseState {
             return Verdict::RateLimited;
         }
         let latency = self.noise.latency(z);
-        let called = |m: &MethodErrors| methods.contains(&m.method) && method_error < m.share;
-        if self.noise.method_errors.as_ref().is_some_and(called) {
-            return Verdict::MethodError { after: latency };
+        let mut below = 0.0;
+        for m in &self.noise.method_errors {
+            if methods.contains(&m.method) {
+                below += m.share;
+                if method_error < below {
+                    return Verdict::MethodError {
+                        after: latency,
+                        answer: m.answer.clone(),
+                    };
+                }
+            }
         }
         if error < self.noise.error_share {
             return Verdict::BadGateway { after: latency };
@@ -367,13 +374,60 @@ mod tests {
     }
 
     #[test]
+    fn several_method_errors_add_up_for_one_method_and_stay_apart_by_method() {
+        let noise = Noise {
+            method_errors: vec![
+                MethodErrors::header_not_found("eth_call", 0.2),
+                MethodErrors::reverted("eth_call", 0.3),
+                MethodErrors::no_logs(0.5),
+            ],
+            ..Noise::none()
+        };
+        let now = Instant::now();
+        let mut state = NoiseState::new(noise, 11, now);
+        let call = vec!["eth_call".to_owned()];
+        let (mut missing, mut reverted) = (0, 0);
+        for _ in 0..10_000 {
+            if let Verdict::MethodError {
+                answer: MethodAnswer::RpcError { code, .. },
+                ..
+            } = state.draw(now, &call)
+            {
+                if code == 3 {
+                    reverted += 1;
+                } else {
+                    missing += 1;
+                }
+            }
+        }
+        assert!(
+            (1_800..2_200).contains(&missing),
+            "{missing} of 10 000 at 20 %"
+        );
+        assert!(
+            (2_800..3_200).contains(&reverted),
+            "{reverted} of 10 000 at 30 %"
+        );
+        let logs = vec!["eth_getLogs".to_owned()];
+        let empty = (0..10_000)
+            .filter(|_| {
+                matches!(
+                    state.draw(now, &logs),
+                    Verdict::MethodError {
+                        answer: MethodAnswer::Result(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!((4_800..5_200).contains(&empty), "{empty} of 10 000 at 50 %");
+    }
+
+    #[test]
     fn method_errors_hit_their_method_at_their_share_and_nothing_else() {
         let failing = |share| Noise {
             error_share: 0.1,
-            method_errors: Some(MethodErrors {
-                method: "eth_blockNumber".into(),
-                share,
-            }),
+            method_errors: vec![MethodErrors::bad_gateway("eth_blockNumber", share)],
             ..Noise::none()
         };
         let now = Instant::now();
@@ -403,7 +457,7 @@ mod tests {
         );
         for _ in 0..2_000 {
             let verdict = with.draw(now, &other);
-            assert!(!method_error(verdict));
+            assert!(!method_error(verdict.clone()));
             assert_eq!(verdict, without.draw(now, &other));
         }
     }

@@ -14,8 +14,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
-use crate::fault_proxy::{Control, Fault, ERROR_BODY};
-use crate::noise::{Counters, Verdict};
+use crate::fault_control::{Control, Fault, ERROR_BODY};
+use crate::noise::{Counters, MethodAnswer, Verdict};
 use crate::replica::Replica;
 
 /// Larger request bodies are answered 413.
@@ -143,10 +143,29 @@ async fn answer(
             Counters::count(&control.counters.errors_502);
             Ok(bad_gateway())
         }
-        Verdict::MethodError { after } => {
+        Verdict::MethodError { after, answer } => {
             tokio::time::sleep(after).await;
             Counters::count(&control.counters.method_errors);
-            Ok(bad_gateway())
+            Ok(match answer {
+                MethodAnswer::Status(429) => rate_limited(&forward.body),
+                MethodAnswer::Status(status) => StatusCode::from_u16(status)
+                    .ok()
+                    .filter(|s| *s != StatusCode::BAD_GATEWAY)
+                    .map_or_else(bad_gateway, |s| {
+                        reply(s, "application/json", ERROR_BODY.into())
+                    }),
+                MethodAnswer::RpcError { code, message } => reply(
+                    StatusCode::OK,
+                    "application/json",
+                    rpc_error(&forward.body, code, &message),
+                ),
+                MethodAnswer::Result(result) => reply(
+                    StatusCode::OK,
+                    "application/json",
+                    json!({"jsonrpc": "2.0", "id": request_id(&forward.body), "result": result})
+                        .to_string(),
+                ),
+            })
         }
         Verdict::Forward {
             after,
@@ -250,20 +269,29 @@ fn internal_error() -> Response<Full<Bytes>> {
 
 /// HTTP 429 with a JSON-RPC error carrying the request's id, as paid providers answer.
 fn rate_limited(request: &[u8]) -> Response<Full<Bytes>> {
-    let id = serde_json::from_slice::<Value>(request)
-        .ok()
-        .and_then(|call| call.get("id").cloned())
-        .unwrap_or(Value::Null);
-    let body = json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": {"code": -32005, "message": "rate limit exceeded"},
-    });
     reply(
         StatusCode::TOO_MANY_REQUESTS,
         "application/json",
-        body.to_string(),
+        rpc_error(request, -32005, "rate limit exceeded"),
     )
+}
+
+/// A JSON-RPC error answer to `request`, carrying its id.
+fn rpc_error(request: &[u8], code: i64, message: &str) -> String {
+    json!({
+        "jsonrpc": "2.0",
+        "id": request_id(request),
+        "error": {"code": code, "message": message},
+    })
+    .to_string()
+}
+
+/// The id of a single call (`null` for a batch or garbage).
+fn request_id(request: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(request)
+        .ok()
+        .and_then(|call| call.get("id").cloned())
+        .unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

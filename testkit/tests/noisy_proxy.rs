@@ -126,10 +126,7 @@ async fn method_errors_fail_only_their_method_at_their_share() {
     let node = Anvil::start(CHAIN_ID).await;
     let proxy = FaultProxy::start_noisy(format!("127.0.0.1:{}", node.port), None, quick()).await;
     proxy.seed(11);
-    proxy.set_method_errors(Some(MethodErrors {
-        method: "eth_blockNumber".into(),
-        share: 0.3,
-    }));
+    proxy.set_method_errors(Some(MethodErrors::bad_gateway("eth_blockNumber", 0.3)));
     let client = reqwest::Client::new();
     let mut bad_gateway = 0;
     for _ in 0..300 {

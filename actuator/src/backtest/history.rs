@@ -1,16 +1,54 @@
 //! The signals' history: the live loop's seven queries, evaluated over the range with
 //! `/api/v1/query_range` in chunks. A chunk asks for few enough points that Prometheus serves it
 //! (at most [`MAX_POINTS_PER_SERIES`] per series) and that its answer fits the client's caps, so
-//! a week at 2 s costs the memory of one chunk, never of the whole range.
+//! a week at 2 s costs the memory of one chunk, never of the whole range. Only the configured
+//! providers' series are kept, as the answers arrive ([`Wanted`]): a Prometheus shared with other
+//! chains and providers costs the memory of the configured servers × one chunk, whatever it
+//! returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use common::config::Queries;
+use common::config::{Config, Queries};
 
 use crate::observe::{signal_queries, ProviderKey, Signal, Signals};
 use crate::prometheus_api::{
-    PrometheusClient, PrometheusError, Range, Series, MAX_POINTS, MAX_POINTS_PER_SERIES,
+    PrometheusClient, PrometheusError, Range, Series, SeriesFilter, MAX_POINTS,
+    MAX_POINTS_PER_SERIES,
 };
+
+/// The providers a backtest replays: the series of any other are skipped as they arrive.
+#[derive(Clone)]
+pub struct Wanted(Arc<HashSet<ProviderKey>>);
+
+impl Wanted {
+    /// Every provider of every chain of `config`.
+    pub fn new(config: &Config) -> Self {
+        Self(Arc::new(
+            config
+                .chains
+                .iter()
+                .flat_map(|c| {
+                    c.providers
+                        .iter()
+                        .map(|p| ProviderKey::new(c.name.as_str(), p.name.as_str()))
+                })
+                .collect(),
+        ))
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn filter(&self) -> SeriesFilter {
+        let wanted = self.0.clone();
+        Arc::new(move |labels| {
+            ProviderKey::from_labels(labels).is_some_and(|key| wanted.contains(&key))
+        })
+    }
+}
 
 /// The evaluation times of the whole range: `start + k × step` for `k` in `0..steps`, in
 /// milliseconds (Prometheus' resolution), so every answer's point maps to exactly one step.
@@ -56,10 +94,12 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// Runs the seven queries over steps `[first, first + len)` of `grid`.
+    /// Runs the seven queries over steps `[first, first + len)` of `grid`, keeping the series
+    /// of the `wanted` providers.
     pub async fn fetch(
         client: &PrometheusClient,
         queries: &Queries,
+        wanted: &Wanted,
         grid: Grid,
         (first, len): (usize, usize),
     ) -> Result<Self, PrometheusError> {
@@ -71,7 +111,7 @@ impl Chunk {
         let answers =
             futures::future::try_join_all(signal_queries(queries).map(|(name, text)| async move {
                 client
-                    .query_range(text, range)
+                    .query_range(text, range, wanted.filter())
                     .await
                     .map_err(|e| named(name, e))
             }))

@@ -22,7 +22,7 @@ use thiserror::Error;
 
 use crate::observe::{assemble, Freshness};
 use crate::prometheus_api::{PrometheusClient, PrometheusError};
-use history::{Chunk, Grid};
+use history::{Chunk, Grid, Wanted};
 use replay::Replay;
 
 pub use overrides::{Override, OverrideError};
@@ -172,15 +172,15 @@ pub async fn run(
         .map(|(_, chains)| Replay::new(chains, signal_window, start, grid.step_seconds()))
         .collect();
     let freshness = Freshness::new(config);
-    let providers = config.chains.iter().map(|c| c.providers.len()).sum();
-    let chunks = grid.chunks(providers);
+    let wanted = Wanted::new(config);
+    let chunks = grid.chunks(wanted.len());
     let mut seen_data = false;
     for (k, &chunk) in chunks.iter().enumerate() {
         progress(Progress {
             chunk: k + 1,
             chunks: chunks.len(),
         });
-        let chunk = Chunk::fetch(&client, &a.queries, grid, chunk)
+        let chunk = Chunk::fetch(&client, &a.queries, &wanted, grid, chunk)
             .await
             .map_err(BacktestError::Prometheus)?;
         seen_data |= chunk.has_data();

@@ -9,7 +9,6 @@ use super::summary::{RunSummary, Tally};
 use crate::haproxy::{BackendStat, ServerStat};
 use crate::observe::Observations;
 use crate::plan::{plan, MemoryBook, PlanInput};
-use crate::policy::WeightCommand;
 use crate::report::CycleReport;
 
 /// What a replay carries from one step to the next.
@@ -45,6 +44,7 @@ fn haproxy_view(chains: &[ChainConfig], weights: &[Vec<u32>]) -> BTreeMap<String
                         status: "UP".to_owned(),
                         counters: None,
                         backup: false,
+                        address: None,
                     };
                     (p.server.to_string(), stat)
                 })
@@ -94,11 +94,8 @@ impl<'a> Replay<'a> {
             let Some((b, s)) = planned.report.locate(&write.backend, &write.server) else {
                 continue;
             };
-            self.weights[b][s] = match write.weight {
-                WeightCommand::Absolute(w) => w,
-                // `100%` is the configured weight, where the replay started.
-                WeightCommand::FullPercent => self.chains[b].policy.full_weight,
-            };
+            // `100%` is the configured weight, where the replay started.
+            self.weights[b][s] = write.weight.weight(self.chains[b].policy.full_weight);
             wrote.push((b, s));
         }
         self.tally
@@ -120,8 +117,8 @@ mod tests {
 
     use super::*;
     use crate::backtest::summary::{Ejection, Period, WeightChange};
+    use crate::decision::Observation;
     use crate::observe::ProviderKey;
-    use crate::policy::Observation;
 
     fn chains() -> Vec<ChainConfig> {
         let text = "[policy]\nweighting = \"equal\"\nreadmit_after = 1\nslow_start = \"0s\"\nbase_ejection = \"0s\"\n\

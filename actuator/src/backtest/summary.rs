@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::policy::{EjectReason, Verdict};
+use crate::decision::{EjectReason, Verdict};
 use crate::report::CycleReport;
 
 /// One policy's replay of the range.

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    parse_value, PrometheusError, QueryResult, Sample, Series, LABEL_OVERHEAD, MAX_LABEL_BYTES,
-    MAX_POINTS, MAX_SAMPLES, MAX_STRING, SNIPPET,
+    parse_value, PrometheusError, QueryResult, Sample, Series, SeriesFilter, LABEL_OVERHEAD,
+    MAX_LABEL_BYTES, MAX_POINTS, MAX_SAMPLES, MAX_STRING, SNIPPET,
 };
 
 /// Which kind of query an answer is for, so which result types it may hold.
@@ -49,7 +49,7 @@ pub fn decode_matrix(status: u16, body: &[u8]) -> Result<Vec<Series>, Prometheus
 }
 
 fn decode_body(status: u16, body: &[u8], expect: Expect) -> Result<Data, PrometheusError> {
-    decode_from(body, expect).map_err(|e| e.unwrap_or_else(|| not_json(status, body)))
+    decode_from(body, expect, None).map_err(|e| e.unwrap_or_else(|| not_json(status, body)))
 }
 
 /// The error for a result of the wrong type.
@@ -69,12 +69,15 @@ pub(super) fn not_json(status: u16, start: &[u8]) -> PrometheusError {
     }
 }
 
-/// Decodes an answer as it is read; `Err(None)` when it is not a Prometheus envelope.
+/// Decodes an answer as it is read; `Err(None)` when it is not a Prometheus envelope. A range
+/// answer's series that `keep` refuses are skipped as they are read: their points are neither
+/// kept nor charged, their labels are refunded, and they do not count against [`MAX_SAMPLES`].
 pub(super) fn decode_from(
     body: impl Read,
     expect: Expect,
+    keep: Option<SeriesFilter>,
 ) -> Result<Data, Option<PrometheusError>> {
-    let budget = Budget::new(expect);
+    let budget = Budget::new(expect, keep);
     let guard = StringGuard {
         inner: body,
         tripped: &budget.string_too_long,
@@ -172,6 +175,7 @@ impl<B: AsRef<[u8]>> Read for Chunks<B> {
 /// What one answer may hold and still keep, and why decoding stopped.
 struct Budget {
     expect: Expect,
+    keep: Option<SeriesFilter>,
     label_bytes_left: Cell<usize>,
     points_left: Cell<usize>,
     string_too_long: Cell<bool>,
@@ -179,14 +183,30 @@ struct Budget {
 }
 
 impl Budget {
-    fn new(expect: Expect) -> Self {
+    fn new(expect: Expect, keep: Option<SeriesFilter>) -> Self {
         Self {
             expect,
+            keep,
             label_bytes_left: Cell::new(MAX_LABEL_BYTES),
             points_left: Cell::new(MAX_POINTS),
             string_too_long: Cell::new(false),
             failure: RefCell::new(None),
         }
+    }
+
+    /// Whether a series with `labels` is wanted.
+    fn keeps(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.keep.as_ref().is_none_or(|keep| keep(labels))
+    }
+
+    /// Gives back what a skipped series' labels were charged.
+    fn refund(&self, labels: &BTreeMap<String, String>) {
+        let cost: usize = labels
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + LABEL_OVERHEAD)
+            .sum();
+        self.label_bytes_left
+            .set(self.label_bytes_left.get().saturating_add(cost));
     }
 
     /// Records why decoding stops (the first reason wins) and stops the parser.
@@ -371,11 +391,12 @@ budgeted_visitor!(
 );
 
 budgeted_visitor!(
-    /// A matrix: series, each counted as a sample against [`MAX_SAMPLES`].
+    /// A matrix: the series kept, each counted as a sample against [`MAX_SAMPLES`].
     MatrixSeed -> Vec<Series>, deserialize_seq, "an array of series",
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Series>, A::Error> {
         let mut series = Vec::new();
         while let Some(one) = seq.next_element_seed(SeriesSeed(self.0))? {
+            let Some(one) = one else { continue };
             if series.len() == MAX_SAMPLES {
                 return Err(self.0.fail(PrometheusError::TooManySamples));
             }
@@ -386,24 +407,32 @@ budgeted_visitor!(
 );
 
 budgeted_visitor!(
-    SeriesSeed -> Series, deserialize_map, "a series",
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Series, A::Error> {
+    /// A series, or `None` when the budget's filter refuses its labels (its points are skipped
+    /// unread when the labels come first, as Prometheus and VictoriaMetrics write them).
+    SeriesSeed -> Option<Series>, deserialize_map, "a series",
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Series>, A::Error> {
         let (mut labels, mut points) = (None, None);
         while let Some(field) = map.next_key()? {
             match field {
                 SeriesField::Metric => labels = Some(map.next_value_seed(LabelsSeed(self.0))?),
-                SeriesField::Values => points = Some(map.next_value_seed(PointsSeed(self.0))?),
-                SeriesField::Other => {
+                SeriesField::Values if labels.as_ref().is_none_or(|l| self.0.keeps(l)) => {
+                    points = Some(map.next_value_seed(PointsSeed(self.0))?);
+                }
+                SeriesField::Values | SeriesField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         let labels = labels.ok_or_else(|| de::Error::missing_field("metric"))?;
+        if !self.0.keeps(&labels) {
+            self.0.refund(&labels);
+            return Ok(None);
+        }
         // A series of native histograms only has no `values`: no float points.
-        Ok(Series {
+        Ok(Some(Series {
             labels,
             points: points.unwrap_or_default(),
-        })
+        }))
     }
 );
 

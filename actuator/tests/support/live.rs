@@ -56,9 +56,13 @@ pub struct LiveActuator {
     pub handle: JoinHandle<Result<bool, ActuatorError>>,
 }
 
-/// Runs the actuator of `config` on a free port until [`LiveActuator::stop`] is used.
-pub async fn spawn_actuator(config: Config) -> LiveActuator {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// Runs the actuator of `config` until [`LiveActuator::stop`] is used, on `listener` (an address
+/// Prometheus scrapes, kept across a restart) or, with `None`, on a free port.
+pub async fn spawn_actuator(config: Config, listener: Option<TcpListener>) -> LiveActuator {
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let options = RunOptions {

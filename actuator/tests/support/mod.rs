@@ -1,6 +1,6 @@
 //! What the policy's and the planning step's tests share.
 
-use actuator::policy::Observation;
+use actuator::decision::Observation;
 
 /// A provider every gate passes: up, on its chain, at the head, fresh, fast, not erroring.
 pub fn healthy() -> Observation {

@@ -1,11 +1,12 @@
 //! The stack the end-to-end and backtest tests share: three anvil nodes mining together, p2's
 //! behind a fault proxy, a real HAProxy (plain defaults) with backend `rpc` over p1, p2 and p3,
-//! and a real Prometheus scraping the exporter's listener every second.
+//! and a real metrics engine (Prometheus, or another given) scraping the exporter's listener
+//! every second.
 
 use testkit::anvil::Anvil;
 use testkit::fault_proxy::FaultProxy;
 use testkit::haproxy::{backend, HaproxyProcess};
-use testkit::prometheus::PrometheusProcess;
+use testkit::metrics_engine::{Engine, MetricsEngine};
 use tokio::net::TcpListener;
 
 use super::live;
@@ -17,13 +18,15 @@ pub struct ThreeNodes {
     /// In front of p2's node.
     pub proxy: FaultProxy,
     pub haproxy: HaproxyProcess,
-    pub prometheus: PrometheusProcess,
+    /// The metrics engine the actuator queries.
+    pub prometheus: MetricsEngine,
     /// Where the exporter must listen for Prometheus to scrape it.
     pub exporter_listener: TcpListener,
 }
 
 impl ThreeNodes {
-    pub async fn start() -> Self {
+    /// The stack with `engine` as the metrics engine.
+    pub async fn start_with(engine: Engine) -> Self {
         let nodes = Anvil::start_mining_together(3, 31337).await;
         let proxy = FaultProxy::start(format!("127.0.0.1:{}", nodes[1].port)).await;
         let servers: Vec<(&str, String)> = nodes
@@ -35,7 +38,8 @@ impl ThreeNodes {
         let exporter_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let exporter_address = exporter_listener.local_addr().unwrap().to_string();
         let prometheus =
-            PrometheusProcess::start(&[("ethrpc-exporter", exporter_address)], &[]).await;
+            MetricsEngine::start_engine(engine, &[("ethrpc-exporter", exporter_address)], &[])
+                .await;
         Self {
             nodes,
             proxy,

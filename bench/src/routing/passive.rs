@@ -1,8 +1,12 @@
-//! `passive`: n2 starts answering 502 to 30 % of the clients' calls while answering every probe
-//! well: only HAProxy's counters show it. The clients call `eth_gasPrice`, a method neither the
-//! exporter's probes (`eth_chainId`, `eth_getBlockByNumber`) nor HAProxy's health check
-//! (`eth_blockNumber`) call, so no probe sees the errors. HAProxy retries a 502 on another server,
-//! so clients mostly see the errors as latency; the actuator sees them in `hrsp_5xx`.
+//! `passive` and `rpc-errors`: n2 starts failing 30 % of the clients' calls while answering every
+//! probe well: only HAProxy's counters show it. The clients call `eth_gasPrice`, a method neither
+//! the exporter's probes (`eth_chainId`, `eth_getBlockByNumber`) nor HAProxy's health check
+//! (`eth_blockNumber`) call, so no probe sees the errors.
+//! - `passive`: HTTP 502. HAProxy retries a 502 on another server, so clients mostly see the
+//!   errors as latency; the actuator sees them in `hrsp_5xx`.
+//! - `rpc-errors`: HTTP 200 with `header not found` (issue 18). No status shows it and HAProxy
+//!   retries nothing, so clients get every one; the actuator sees them in the backend's counting
+//!   table (`gpc1`).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -10,16 +14,57 @@ use std::time::{Duration, Instant};
 use testkit::fault_proxy::MethodErrors;
 
 use super::{arm, log_explain, present, Timing};
+use crate::arm::{Arm, ArmSpec, FAULTY};
 use crate::recorder::{shares, ServerSample, Snapshot, Track};
-use crate::stack::{Arm, ArmSpec, Stack, FAULTY};
+use crate::stack::Stack;
 use crate::stats::{met, table};
 
 const METHOD: &str = "eth_gasPrice";
 const SHARE: f64 = 0.3;
-const ETHRPC: &str = "passive-ethrpc";
-const HAPROXY_ONLY: &str = "passive-haproxy-only";
 /// The issue's target: the failing server at weight 0 within this.
 const TARGET: Duration = Duration::from_secs(10);
+
+/// How n2 fails its clients.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Failure {
+    /// HTTP 502 (`passive`).
+    BadGateway,
+    /// HTTP 200 with a JSON-RPC `header not found` (`rpc-errors`).
+    HeaderNotFound,
+}
+
+impl Failure {
+    /// The actuator's arm and HAProxy's alone.
+    fn arm_names(self) -> [&'static str; 2] {
+        match self {
+            Failure::BadGateway => ["passive-ethrpc", "passive-haproxy-only"],
+            Failure::HeaderNotFound => ["rpc-errors-ethrpc", "rpc-errors-haproxy-only"],
+        }
+    }
+
+    fn errors(self) -> MethodErrors {
+        match self {
+            Failure::BadGateway => MethodErrors::bad_gateway(METHOD, SHARE),
+            Failure::HeaderNotFound => MethodErrors::header_not_found(METHOD, SHARE),
+        }
+    }
+
+    fn heading(self) -> String {
+        match self {
+            Failure::BadGateway => format!(
+                "### `passive`: a provider failing clients' calls, not the probes\n\nn2 answers 502 to {:.0} % of \
+                 `{METHOD}` calls",
+                100.0 * SHARE
+            ),
+            Failure::HeaderNotFound => format!(
+                "### `rpc-errors`: a provider answering JSON-RPC errors inside HTTP 200\n\nn2 answers HTTP 200 \
+                 with `{{\"code\":-32000,\"message\":\"header not found\"}}` to {:.0} % of `{METHOD}` calls (no \
+                 status shows it, HAProxy retries nothing; the shipped backend counts it per server)",
+                100.0 * SHARE
+            ),
+        }
+    }
+}
 
 fn passive(kind: Arm, name: &'static str) -> ArmSpec {
     ArmSpec {
@@ -29,28 +74,26 @@ fn passive(kind: Arm, name: &'static str) -> ArmSpec {
 }
 
 /// The arms; a short run keeps the actuator's.
-pub(super) fn arms(short: bool) -> Vec<ArmSpec> {
-    let ethrpc = passive(Arm::Ethrpc, ETHRPC);
+pub(super) fn arms(failure: Failure, short: bool) -> Vec<ArmSpec> {
+    let [ethrpc, haproxy_only] = failure.arm_names();
+    let ethrpc = passive(Arm::Ethrpc, ethrpc);
     if short {
         return vec![ethrpc];
     }
-    vec![ethrpc, passive(Arm::HaproxyOnly, HAPROXY_ONLY)]
+    vec![ethrpc, passive(Arm::HaproxyOnly, haproxy_only)]
 }
 
 fn at_weight_zero(s: &ServerSample) -> bool {
     s.weight == 0
 }
 
-pub(super) async fn run(stack: &Stack, timing: &Timing) -> String {
-    let arms = present(stack, &[ETHRPC, HAPROXY_ONLY]);
+pub(super) async fn run(failure: Failure, stack: &Stack, timing: &Timing) -> String {
+    let arms = present(stack, &failure.arm_names());
     let before_from = Instant::now();
     tokio::time::sleep(timing.passive_before).await;
     let injected = Instant::now();
     for &i in &arms {
-        stack.arms[i].proxies[FAULTY].set_method_errors(Some(MethodErrors {
-            method: METHOD.into(),
-            share: SHARE,
-        }));
+        stack.arms[i].proxies[FAULTY].set_method_errors(Some(failure.errors()));
     }
     let mut logged = false;
     while injected.elapsed() < timing.passive_after {
@@ -122,14 +165,13 @@ pub(super) async fn run(stack: &Stack, timing: &Timing) -> String {
         }
     }
     let mut report = format!(
-        "### `passive`: a provider failing clients' calls, not the probes\n\n{:.0} s before, then {:.0} s with n2 \
-         answering 502 to {:.0} % of `{METHOD}` calls (the clients' method; the probes and HAProxy's health check call \
-         others). Client columns: failed share · p50 / p99 latency. \"Entries\" count the times n2 went to weight 0 \
-         (an ejected server is readmitted on healthy probes, then ejected again on its client errors, each time for \
-         longer).\n\n",
+        "{} ({:.0} s before, then {:.0} s; the clients' method: the probes and HAProxy's health check call \
+         others). Client columns: failed share (an answer without a JSON-RPC result) · p50 / p99 latency. \
+         \"Entries\" count the times n2 went to weight 0 (an ejected server is readmitted on healthy probes, \
+         then ejected again on its client errors, each time for longer).\n\n",
+        failure.heading(),
         timing.passive_before.as_secs_f64(),
         timing.passive_after.as_secs_f64(),
-        100.0 * SHARE
     );
     let _ = writeln!(
         report,

@@ -9,9 +9,10 @@ use std::time::Instant;
 use testkit::fault_proxy::RateLimit;
 
 use super::{arm, index, log_explain, present, Timing};
+use crate::arm::{Arm, ArmSpec};
 use crate::load::ClientSummary;
 use crate::recorder::shares;
-use crate::stack::{Arm, ArmSpec, Stack};
+use crate::stack::Stack;
 use crate::stats::{met, table};
 
 const LIMITED: usize = 0;

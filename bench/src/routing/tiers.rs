@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use testkit::fault_proxy::Fault;
 
 use super::{arm, log_explain, present, Timing};
+use crate::arm::{Arm, ArmSpec};
 use crate::load::ClientSummary;
 use crate::recorder::{ServerSample, Snapshot, Track};
-use crate::stack::{Arm, ArmSpec, Stack};
+use crate::stack::Stack;
 use crate::stats::{met, table};
 
 const PRIMARIES: [usize; 2] = [0, 1];

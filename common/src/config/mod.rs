@@ -28,6 +28,7 @@ pub use actuator::{ActuatorConfig, HaproxyAddress, Queries};
 pub use chain::{ChainConfig, Name, ProviderConfig, Tier};
 pub use exporter::ExporterConfig;
 pub use policy::{PolicyConfig, Weighting};
+pub use print::HaproxyNeeds;
 pub use toml_form::duration;
 
 /// A config file that cannot be used, with where and why.

@@ -51,13 +51,15 @@ struct Cli {
 enum Command {
     Fault(Fault),
     Noise(Noise),
-    /// The 502s to one method; `None` (a share of 0 %) clears them.
+    /// Answers other than the node's to one method; `None` (a share of 0 %) clears them.
     MethodErrors(Option<MethodErrors>),
     Stats,
 }
 
 /// Parses a control path: `/pass`, `/delay/MS`, `/error`, `/refuse`, `/noisy`, `/noisy/MEDIAN_MS`,
-/// `/quiet`, `/method-errors/METHOD/PERCENT`, `/stats`.
+/// `/quiet`, `/method-errors/METHOD/PERCENT` (HTTP 502), `/rpc-errors/METHOD/PERCENT` (`header
+/// not found` inside a 200), `/pruned/METHOD/PERCENT` (`missing trie node` inside a 200),
+/// `/stats`.
 fn parse_route(path: &str) -> Option<Command> {
     let path = path.trim_start_matches('/');
     match path {
@@ -69,7 +71,11 @@ fn parse_route(path: &str) -> Option<Command> {
                 let median = Duration::from_millis(ms.parse().ok()?);
                 Some(Command::Noise(Noise::paid_provider(median)))
             } else if let Some(rest) = path.strip_prefix("method-errors/") {
-                parse_method_errors(rest).map(Command::MethodErrors)
+                parse_method_errors(rest, MethodErrors::bad_gateway).map(Command::MethodErrors)
+            } else if let Some(rest) = path.strip_prefix("rpc-errors/") {
+                parse_method_errors(rest, MethodErrors::header_not_found).map(Command::MethodErrors)
+            } else if let Some(rest) = path.strip_prefix("pruned/") {
+                parse_method_errors(rest, MethodErrors::pruned).map(Command::MethodErrors)
             } else {
                 Fault::parse(path).map(Command::Fault)
             }
@@ -77,17 +83,17 @@ fn parse_route(path: &str) -> Option<Command> {
     }
 }
 
-/// `METHOD/PERCENT`, the percent from 0 (clears) to 100.
-fn parse_method_errors(text: &str) -> Option<Option<MethodErrors>> {
+/// `METHOD/PERCENT`, the percent from 0 (clears) to 100, answered as `answer` makes them.
+fn parse_method_errors(
+    text: &str,
+    answer: fn(&str, f64) -> MethodErrors,
+) -> Option<Option<MethodErrors>> {
     let (method, percent) = text.split_once('/')?;
     let percent: f64 = percent.parse().ok()?;
     if method.is_empty() || !(0.0..=100.0).contains(&percent) {
         return None;
     }
-    Some((percent > 0.0).then(|| MethodErrors {
-        method: method.to_owned(),
-        share: percent / 100.0,
-    }))
+    Some((percent > 0.0).then(|| answer(method, percent / 100.0)))
 }
 
 fn stats_text(stats: NoiseStats) -> String {
@@ -141,7 +147,8 @@ async fn main() -> anyhow::Result<()> {
         None => Reply::text(
             StatusCode::NOT_FOUND,
             "use /pass, /delay/MILLISECONDS, /error, /refuse, /noisy, /noisy/MEDIAN_MS, /quiet, \
-             /method-errors/METHOD/PERCENT or /stats\n",
+             /method-errors/METHOD/PERCENT, /rpc-errors/METHOD/PERCENT, /pruned/METHOD/PERCENT \
+             or /stats\n",
         ),
     };
     serve(control, route, common::process::shutdown_signal()).await;
@@ -179,14 +186,28 @@ mod tests {
         assert_eq!(parse_route("/loud"), None);
         assert_eq!(
             parse_route("/method-errors/eth_blockNumber/30"),
-            Some(Command::MethodErrors(Some(MethodErrors {
-                method: "eth_blockNumber".into(),
-                share: 0.3
-            })))
+            Some(Command::MethodErrors(Some(MethodErrors::bad_gateway(
+                "eth_blockNumber",
+                0.3
+            ))))
         );
         assert_eq!(
             parse_route("/method-errors/eth_call/0"),
             Some(Command::MethodErrors(None))
+        );
+        assert_eq!(
+            parse_route("/rpc-errors/eth_gasPrice/30"),
+            Some(Command::MethodErrors(Some(MethodErrors::header_not_found(
+                "eth_gasPrice",
+                0.3
+            ))))
+        );
+        assert_eq!(
+            parse_route("/pruned/eth_getBalance/100"),
+            Some(Command::MethodErrors(Some(MethodErrors::pruned(
+                "eth_getBalance",
+                1.0
+            ))))
         );
         for bad in [
             "/method-errors/eth_call/101",
