@@ -40,6 +40,7 @@ fn names(text: &str) -> BTreeSet<String> {
 /// The exporter's families, from a real exposition with every series present.
 fn exporter_families() -> BTreeSet<String> {
     let text = "[[chain]]\nname = \"c\"\nchain_id = 1\nbackend = \"b\"\n\
+                [chain.capabilities]\narchive_block = 1\nfinalized = true\n\
                 [[chain.provider]]\nname = \"p\"\nurl = \"http://127.0.0.1:1\"\n";
     let config = Config::parse(Path::new("t.toml"), text, |_| None).unwrap();
     let metrics = exporter::metrics::Metrics::new();
@@ -55,8 +56,12 @@ fn exporter_families() -> BTreeSet<String> {
         &chain.providers[0].block_lag,
         &chain.providers[0].consecutive_failures,
         &chain.providers[0].last_probe,
+        &chain.providers[0].finalized_lag,
     ] {
         g.set(1.0);
+    }
+    for c in &chain.providers[0].capabilities {
+        c.set_finding(exporter::capability::Finding::Capable);
     }
     names(&metrics.render())
         .into_iter()

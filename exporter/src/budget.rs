@@ -28,11 +28,14 @@ pub struct ProviderBudget<'a> {
     pub head_calls_per_day: f64,
     /// `eth_chainId` checks a day, while the chain id matches.
     pub chain_id_calls_per_day: f64,
+    /// Capability probes a day (`[chain.capabilities]`), at most: only providers that are up
+    /// are asked.
+    pub capability_calls_per_day: f64,
 }
 
 impl ProviderBudget<'_> {
     pub fn calls_per_day(&self) -> f64 {
-        self.head_calls_per_day + self.chain_id_calls_per_day
+        self.head_calls_per_day + self.chain_id_calls_per_day + self.capability_calls_per_day
     }
 
     pub fn calls_per_month(&self) -> f64 {
@@ -67,6 +70,10 @@ impl<'a> Budget<'a> {
                     every: cadence.probe.period(),
                     head_calls_per_day: per_day(cadence.probe.period()),
                     chain_id_calls_per_day: per_day(cadence.chain_id.period()),
+                    capability_calls_per_day: chain
+                        .capabilities
+                        .as_ref()
+                        .map_or(0.0, |c| c.probes() as f64 * per_day(c.interval)),
                 }
             })
             .collect();
@@ -101,7 +108,8 @@ impl fmt::Display for Budget<'_> {
             f,
             "# Probe budget: JSON-RPC calls this exporter sends each provider (a month is 30 days):\n\
              # a head request on every probe, and eth_chainId on the first probe every {} (on every\n\
-             # probe while the chain id does not match). Retries and hedges of failing or slow calls\n\
+             # probe while the chain id does not match), and each enabled capability probe once per\n\
+             # [chain.capabilities] interval. Retries and hedges of failing or slow calls\n\
              # come on top.\n#",
             humantime::format_duration(self.chain_id_interval)
         )?;
@@ -282,6 +290,31 @@ mod tests {
         assert_eq!(primary.chain_id_calls_per_day, 8_640.0, "every 10 s");
         assert_eq!(reserve.head_calls_per_day, 1_440.0);
         assert_eq!(reserve.chain_id_calls_per_day, 1_440.0, "one on each probe");
+    }
+
+    #[test]
+    fn capability_probes_are_budgeted_per_probe_and_interval() {
+        let text = PROVIDERS.replacen(
+            "[[chain.provider]]",
+            "[chain.capabilities]\ninterval = \"5m\"\narchive_block = 100\nfinalized = true\n[[chain.provider]]",
+            1,
+        );
+        let config = config(&text);
+        let budget = Budget::of(&config);
+        let primary = &budget.providers[0];
+        assert_eq!(
+            primary.capability_calls_per_day, 576.0,
+            "two probes every 5 minutes"
+        );
+        assert_eq!(primary.calls_per_day(), 43_488.0 + 576.0);
+        assert_eq!(
+            budget.providers[1].capability_calls_per_day, 576.0,
+            "a reserve is asked too, while up"
+        );
+        assert_eq!(
+            Budget::of(&self::config(PROVIDERS)).providers[0].capability_calls_per_day,
+            0.0
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! together can drain the honest ones. What a result and a round's end change is decided by the
 //! pure steps of [`crate::view`]; this module schedules, probes, and publishes their outcome.
 
+mod capabilities;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::cadence::ProviderCadence;
+use crate::capability::{Capability, Finding};
 use crate::confirm::{confirm, Confirmed};
 use crate::head::RecentHeads;
 use crate::metrics::{ChainMetrics, Metrics};
@@ -119,6 +122,16 @@ impl ChainProber {
         &self.config
     }
 
+    /// Provider `i`'s last finding of each capability its chain probes (`None`: none yet).
+    pub fn capabilities(&self, i: usize) -> Vec<(Capability, Option<Finding>)> {
+        self.metrics.providers.get(i).map_or_else(Vec::new, |p| {
+            p.capabilities
+                .iter()
+                .map(|c| (c.capability, c.finding()))
+                .collect()
+        })
+    }
+
     /// A copy of what is known now.
     pub fn view(&self) -> ChainView {
         self.lock_view().clone()
@@ -128,8 +141,18 @@ impl ChainProber {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts a round every interval until dropped; dropping it cancels rounds in flight.
+    /// Starts a round every interval, and a capability round every capability interval when
+    /// `[chain.capabilities]` is set, until dropped; dropping it cancels rounds in flight.
     pub async fn run(self: Arc<Self>) {
+        match self.config.capabilities.clone() {
+            Some(caps) => {
+                tokio::join!(self.clone().probe_heads(), self.probe_capabilities(caps));
+            }
+            None => self.probe_heads().await,
+        }
+    }
+
+    async fn probe_heads(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(self.settings.probe_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut rounds = JoinSet::new();

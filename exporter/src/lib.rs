@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod cadence;
+pub mod capability;
 pub mod chain;
 pub mod chain_head;
 pub mod confirm;

@@ -9,6 +9,7 @@ use common::config::ChainConfig;
 use common::metric_names as names;
 use common::metrics::{Counter, Exposition, Gauge, Histogram, Kind, Labels};
 
+use crate::capability::{Capability, Finding};
 use crate::reason::Reason;
 
 /// Upper bounds of `ethrpc_request_duration_seconds`, in seconds. The dashboard's p50 and p95
@@ -24,6 +25,9 @@ const BUILD_INFO: &str = "ethrpc_exporter_build_info";
 const CHAIN_HEAD: &str = "ethrpc_chain_head_block_number";
 const REQUEST_DURATION: &str = "ethrpc_request_duration_seconds";
 const ERRORS: &str = names::PROBE_ERRORS;
+const CAPABILITY: &str = "ethrpc_capability";
+const CAPABILITY_PROBES: &str = "ethrpc_capability_probes_total";
+const CAPABILITY_FAILURES: &str = "ethrpc_capability_probe_failures_total";
 
 /// One provider's series (labels `chain`, `provider`).
 #[derive(Debug)]
@@ -43,12 +47,57 @@ pub struct ProviderMetrics {
     pub retries: Counter,
     pub consecutive_failures: Gauge,
     pub last_probe: Gauge,
+    /// Blocks its finalized block is behind the highest its peers answered.
+    pub finalized_lag: Gauge,
+    /// One per capability its chain probes, in the order of [`Capability::ALL`].
+    pub capabilities: Vec<CapabilityMetrics>,
+}
+
+/// One provider's series of one capability (labels `chain`, `provider`, `capability`).
+#[derive(Debug)]
+pub struct CapabilityMetrics {
+    pub capability: Capability,
+    labels: Labels,
+    /// The last finding: 0 for none yet, else its index in [`Finding::ALL`] plus one.
+    finding: AtomicUsize,
+    pub probes: Counter,
+    /// Probes that failed without a deliberate answer (timeouts, 5xx, rate limits).
+    pub failures: Counter,
+}
+
+impl CapabilityMetrics {
+    fn new(chain: &str, provider: &str, capability: Capability) -> Self {
+        Self {
+            capability,
+            labels: Labels::new(&[
+                ("chain", chain),
+                ("provider", provider),
+                ("capability", capability.as_str()),
+            ]),
+            finding: AtomicUsize::new(0),
+            probes: Counter::default(),
+            failures: Counter::default(),
+        }
+    }
+
+    /// The last finding; `None` until the first deliberate answer.
+    pub fn finding(&self) -> Option<Finding> {
+        let index = self.finding.load(Relaxed).checked_sub(1)?;
+        Finding::ALL.get(index).copied()
+    }
+
+    /// Records `finding`, returning the one before.
+    pub fn set_finding(&self, finding: Finding) -> Option<Finding> {
+        let before = self.finding();
+        self.finding.store(finding as usize + 1, Relaxed);
+        before
+    }
 }
 
 impl ProviderMetrics {
     /// The series that exist from the start: `up` at 0, no failures yet, counters at zero so
     /// that `rate()` works from the first probe; the rest appear once known.
-    fn new(chain: &str, provider: &str) -> Self {
+    fn new(chain: &str, provider: &str, capabilities: &[Capability]) -> Self {
         Self {
             labels: Labels::new(&[("chain", chain), ("provider", provider)]),
             up: Gauge::new(0.0),
@@ -64,7 +113,19 @@ impl ProviderMetrics {
             retries: Counter::default(),
             consecutive_failures: Gauge::new(0.0),
             last_probe: Gauge::absent(),
+            finalized_lag: Gauge::absent(),
+            capabilities: capabilities
+                .iter()
+                .map(|c| CapabilityMetrics::new(chain, provider, *c))
+                .collect(),
         }
+    }
+
+    /// The series of `capability`, if its chain probes it.
+    pub fn capability(&self, capability: Capability) -> Option<&CapabilityMetrics> {
+        self.capabilities
+            .iter()
+            .find(|c| c.capability == capability)
     }
 
     /// `ethrpc_probe_errors_total` for `reason`.
@@ -86,7 +147,7 @@ type ProviderCounter = (&'static str, &'static str, fn(&ProviderMetrics) -> &Cou
 
 /// Each per-provider gauge: its name, its help and its field (the bench renders the same families
 /// through another writer).
-pub const PROVIDER_GAUGES: [ProviderGauge; 9] = [
+pub const PROVIDER_GAUGES: [ProviderGauge; 10] = [
     (names::UP, "1 if the last probe succeeded and the chain id matches, else 0. A probe fails only when a second attempt confirms the failure.", |p| &p.up),
     (names::CHAIN_ID_MATCH, "1 if the provider's eth_chainId matches the config, 0 if not; absent until checked.", |p| &p.chain_id_match),
     (names::PROBE_DURATION, "Time from the start of the last successful head request to its winning answer.", |p| &p.probe_duration),
@@ -96,6 +157,7 @@ pub const PROVIDER_GAUGES: [ProviderGauge; 9] = [
     (names::BLOCK_LAG, "Blocks the provider's effective head (the highest block it answered within the exporter's head_window) is behind the chain head (0 or more).", |p| &p.block_lag),
     ("ethrpc_probe_consecutive_failures", "Confirmed failed probes in a row; 0 after a success.", |p| &p.consecutive_failures),
     (names::LAST_PROBE, "Unix time the last probe of this provider finished, successful or not.", |p| &p.last_probe),
+    ("ethrpc_finalized_block_lag", "Blocks the provider's finalized block is behind the highest finalized block its chain's providers answered in the last capability round ([chain.capabilities] finalized); absent unless probed.", |p| &p.finalized_lag),
 ];
 
 const PROVIDER_COUNTERS: [ProviderCounter; 2] = [
@@ -128,13 +190,18 @@ impl Metrics {
     /// Creates `chain`'s series and returns them for its prober to write.
     pub fn register_chain(&self, chain: &ChainConfig) -> Arc<ChainMetrics> {
         let name = chain.name.as_str();
+        let capabilities = chain
+            .capabilities
+            .as_ref()
+            .map(Capability::enabled)
+            .unwrap_or_default();
         let metrics = Arc::new(ChainMetrics {
             labels: Labels::new(&[("chain", name)]),
             head: Gauge::absent(),
             providers: chain
                 .providers
                 .iter()
-                .map(|p| ProviderMetrics::new(name, p.name.as_str()))
+                .map(|p| ProviderMetrics::new(name, p.name.as_str(), &capabilities))
                 .collect(),
         });
         self.lock_chains().push(metrics.clone());
@@ -186,6 +253,30 @@ impl Metrics {
         out.family(REQUEST_DURATION, Kind::Histogram, "Time from the start of a successful head request (eth_getBlockByNumber latest) to its winning answer, a retry or hedge included.");
         for p in providers() {
             out.histogram(REQUEST_DURATION, &p.labels, &p.request_duration);
+        }
+        let capabilities = || providers().flat_map(|p| &p.capabilities);
+        out.family(CAPABILITY, Kind::Gauge, "1 if the provider served the capability's probe at its last deliberate answer, 0 if it refused (the reason label says why: method_unavailable, missing_state, over_limit, missing_logs); absent until one. Probes that fail without an answer (timeouts, 5xx, rate limits) leave it as it was.");
+        for c in capabilities() {
+            if let Some(finding) = c.finding() {
+                let served = Gauge::new(if finding == Finding::Capable {
+                    1.0
+                } else {
+                    0.0
+                });
+                out.gauge_with(CAPABILITY, &c.labels, ("reason", finding.as_str()), &served);
+            }
+        }
+        out.family(
+            CAPABILITY_PROBES,
+            Kind::Counter,
+            "Capability probes sent ([chain.capabilities]), one per capability per round.",
+        );
+        for c in capabilities() {
+            out.counter(CAPABILITY_PROBES, &c.labels, &c.probes);
+        }
+        out.family(CAPABILITY_FAILURES, Kind::Counter, "Capability probes that failed without a deliberate answer (timeouts, 5xx, rate limits): no evidence either way.");
+        for c in capabilities() {
+            out.counter(CAPABILITY_FAILURES, &c.labels, &c.failures);
         }
         let text = out.finish();
         self.last_len.store(text.len(), Relaxed);

@@ -43,10 +43,10 @@ fn status_page(exporter: &Exporter) -> String {
             html,
             "<h2>{} (chain id {}, head {head})</h2><table border=1 cellpadding=4>\
              <tr><th>provider</th><th>state</th><th>latency</th><th>block</th>\
-             <th>effective head</th><th>lag</th><th>age</th><th>last error</th></tr>",
+             <th>effective head</th><th>lag</th><th>age</th><th>last error</th><th>capabilities</th></tr>",
             config.name, config.chain_id
         );
-        for (p, pv) in config.providers.iter().zip(&view.providers) {
+        for (i, (p, pv)) in config.providers.iter().zip(&view.providers).enumerate() {
             let state = match (pv.up, &pv.last_error) {
                 (None, _) => "unknown".to_owned(),
                 (Some(true), _) => "up".to_owned(),
@@ -56,9 +56,14 @@ fn status_page(exporter: &Exporter) -> String {
                 (Some(false), None) => "down".to_owned(),
             };
             let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+            let capabilities: Vec<String> = prober
+                .capabilities(i)
+                .into_iter()
+                .map(|(c, f)| format!("{c}: {}", f.map_or("unknown", |f| f.as_str())))
+                .collect();
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 p.name,
                 opt(pv.latency.map(|l| format!("{} ms", l.as_millis()))),
                 opt(pv.block.as_ref().map(|b| b.number.to_string())),
@@ -66,6 +71,7 @@ fn status_page(exporter: &Exporter) -> String {
                 opt(pv.lag.map(|l| l.to_string())),
                 opt(pv.age_seconds.map(|a| format!("{a:.0} s"))),
                 escape(&opt(pv.last_error.as_ref().map(|e| e.detail.clone()))),
+                opt((!capabilities.is_empty()).then(|| capabilities.join(", "))),
             );
         }
         html.push_str("</table>");

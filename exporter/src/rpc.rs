@@ -22,6 +22,8 @@ pub const QUOTA_RECHECK: Duration = Duration::from_secs(60);
 /// Words of a JSON-RPC error (lower case) that say the plan's quota is spent rather than its rate
 /// exceeded: Alchemy's "Monthly capacity limit exceeded", credits and billing messages.
 const QUOTA_WORDS: [&str; 5] = ["monthly", "quota", "billing", "payment", "credits"];
+/// The address capability probes ask about: any address works, this one exists everywhere.
+const ZERO_ADDRESS: &str = "0x0000000000000000000000000000000000000000";
 /// Longest provider error message kept for logs and the status page.
 const MAX_DETAIL: usize = 200;
 
@@ -37,6 +39,80 @@ pub struct ProbeError {
     /// Whether a second attempt at once may well succeed (see [`Reason::is_transient`]); false
     /// also for an HTTP status other than 5xx, a deliberate answer.
     pub transient: bool,
+    /// What a JSON-RPC error answer says the provider will not serve, when its code or words
+    /// say so (capability probes take it as evidence; a head probe fails either way).
+    pub refusal: Option<Refusal>,
+}
+
+/// A JSON-RPC error answer that says what the provider does not serve, rather than that it
+/// failed this once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The method is not served on this node or plan (`-32601`, "not supported", …).
+    MethodUnavailable,
+    /// The state or block asked for is not held (pruned state, `header not found`).
+    MissingState,
+    /// The range or result is over the provider's limit (`eth_getLogs`).
+    OverLimit,
+}
+
+/// Words (lower case) of each [`Refusal`], checked in this order after [`RATE_WORDS`]: a
+/// message of missing state may also say "not available".
+const REFUSAL_WORDS: [(Refusal, &[&str]); 3] = [
+    (
+        Refusal::MissingState,
+        &[
+            "missing trie node",
+            "header not found",
+            "pruned",
+            "state is not available",
+            "state not available",
+            "historical state",
+            "unknown block",
+            "block not found",
+        ],
+    ),
+    (
+        Refusal::MethodUnavailable,
+        &[
+            "method not found",
+            "does not exist",
+            "not supported",
+            "unsupported",
+            "not available",
+            "not enabled",
+            "not whitelisted",
+            "not allowed",
+        ],
+    ),
+    (
+        Refusal::OverLimit,
+        &[
+            "more than",
+            "block range",
+            "range is too",
+            "range too",
+            "too many",
+            "exceed",
+        ],
+    ),
+];
+/// Words of a rate limit: a refusal of this moment, not of the method.
+const RATE_WORDS: [&str; 3] = ["rate", "too many requests", "capacity"];
+
+/// What a JSON-RPC error with `code` and `message` refuses, if its code or words say.
+pub fn refusal(code: Option<i64>, message: &str) -> Option<Refusal> {
+    if code == Some(-32601) {
+        return Some(Refusal::MethodUnavailable);
+    }
+    let lower = message.to_lowercase();
+    if RATE_WORDS.iter().any(|w| lower.contains(w)) {
+        return None;
+    }
+    REFUSAL_WORDS
+        .iter()
+        .find(|(_, words)| words.iter().any(|w| lower.contains(w)))
+        .map(|(refusal, _)| *refusal)
 }
 
 impl ProbeError {
@@ -47,6 +123,7 @@ impl ProbeError {
             detail: printable(detail.as_ref(), MAX_DETAIL),
             retry_after: None,
             transient: reason.is_transient(),
+            refusal: None,
         }
     }
 
@@ -163,6 +240,57 @@ impl<'a> Rpc<'a> {
             .call("eth_getBlockByNumber", json!(["latest", false]))
             .await?;
         decode_block(&bytes, self.redactor)
+    }
+
+    /// `eth_getBalance` of the zero address at `block`: served only where that block's state
+    /// is held.
+    pub async fn balance_at(&self, block: u64) -> Result<(), ProbeError> {
+        let params = json!([ZERO_ADDRESS, format!("0x{block:x}")]);
+        let bytes = self.call("eth_getBalance", params).await?;
+        decode::<String>("eth_getBalance", &bytes, self.redactor).map(drop)
+    }
+
+    /// How many logs `eth_getLogs` returns over blocks `from..=to`, of `address` if given.
+    pub async fn log_count(
+        &self,
+        from: u64,
+        to: u64,
+        address: Option<&str>,
+    ) -> Result<usize, ProbeError> {
+        let mut filter =
+            json!({"fromBlock": format!("0x{from:x}"), "toBlock": format!("0x{to:x}")});
+        if let Some(address) = address {
+            filter["address"] = json!(address);
+        }
+        let bytes = self.call("eth_getLogs", json!([filter])).await?;
+        decode::<Vec<serde::de::IgnoredAny>>("eth_getLogs", &bytes, self.redactor)
+            .map(|logs| logs.len())
+    }
+
+    /// `debug_traceCall` of an empty call at `latest`: whether tracing is served.
+    pub async fn trace_call(&self) -> Result<(), ProbeError> {
+        let params = json!([{"to": ZERO_ADDRESS, "data": "0x"}, "latest", {}]);
+        let bytes = self.call("debug_traceCall", params).await?;
+        decode::<serde::de::IgnoredAny>("debug_traceCall", &bytes, self.redactor).map(drop)
+    }
+
+    /// The number of the block `eth_getBlockByNumber("finalized", false)` answers.
+    pub async fn finalized_block(&self) -> Result<u64, ProbeError> {
+        let bytes = self
+            .call("eth_getBlockByNumber", json!(["finalized", false]))
+            .await?;
+        let raw: Option<RawBlock> = decode("eth_getBlockByNumber", &bytes, self.redactor)?;
+        let Some(raw) = raw else {
+            let mut e = ProbeError::new(Reason::InvalidResponse, "no finalized block");
+            e.refusal = Some(Refusal::MissingState);
+            return Err(e);
+        };
+        parse_quantity(&raw.number).ok_or_else(|| {
+            ProbeError::new(
+                Reason::InvalidResponse,
+                "finalized block number is not a hex quantity",
+            )
+        })
     }
 
     /// The raw reply body of `method`.
@@ -290,7 +418,9 @@ fn decode<T: DeserializeOwned>(
         if QUOTA_WORDS.iter().any(|w| lower.contains(w)) {
             return Err(ProbeError::quota_exhausted(detail));
         }
-        return Err(ProbeError::new(Reason::RpcError, detail));
+        let mut e = ProbeError::new(Reason::RpcError, detail);
+        e.refusal = refusal(error.code, &message);
+        return Err(e);
     }
     let result = envelope.result.ok_or_else(|| {
         ProbeError::new(
@@ -432,6 +562,64 @@ mod tests {
         );
         let ok: String = decode("m", br#"{"id":1,"result":"0x1"}"#, &none).unwrap();
         assert_eq!(ok, "0x1");
+    }
+
+    #[test]
+    fn refusals_are_read_from_codes_and_words() {
+        let cases = [
+            (
+                Some(-32601),
+                "the method debug_traceCall does not exist/is not available",
+                Some(Refusal::MethodUnavailable),
+            ),
+            (
+                Some(-32000),
+                "missing trie node 0 (path ) state is not available",
+                Some(Refusal::MissingState),
+            ),
+            (
+                Some(-32000),
+                "header not found",
+                Some(Refusal::MissingState),
+            ),
+            (
+                Some(-32000),
+                "debug_traceCall is not supported on the Free tier",
+                Some(Refusal::MethodUnavailable),
+            ),
+            (
+                Some(-32005),
+                "query returned more than 10000 results",
+                Some(Refusal::OverLimit),
+            ),
+            (
+                Some(-32005),
+                "daily request count exceeded, request rate limited",
+                None,
+            ),
+            (
+                Some(429),
+                "Your app has exceeded its compute units per second capacity",
+                None,
+            ),
+            (Some(-32000), "execution reverted", None),
+            (None, "", None),
+        ];
+        for (code, message, expected) in cases {
+            assert_eq!(refusal(code, message), expected, "{message}");
+        }
+        let none = Redactor::default();
+        let pruned = decode::<String>(
+            "m",
+            br#"{"id":1,"error":{"code":-32000,"message":"missing trie node abc"}}"#,
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(pruned.refusal, Some(Refusal::MissingState));
+        assert!(
+            pruned.transient,
+            "asked again once: a replica behind answers so too"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::capabilities::{CapabilitiesConfig, RawCapabilities};
 use super::policy::{PolicyConfig, RawPolicy};
 use super::FieldError;
 use crate::secret::{SecretHeaders, SecretUrl};
@@ -23,6 +24,8 @@ pub struct ChainConfig {
     pub providers: Vec<ProviderConfig>,
     /// `[policy]` with this chain's overrides applied.
     pub policy: PolicyConfig,
+    /// `[chain.capabilities]`: what is asked besides the head; `None`, nothing.
+    pub capabilities: Option<CapabilitiesConfig>,
 }
 
 /// One `[[chain.provider]]`.
@@ -136,6 +139,8 @@ pub(super) struct RawChain {
     backend: String,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capabilities: Option<RawCapabilities>,
     #[serde(default)]
     provider: Vec<RawProvider>,
 }
@@ -195,8 +200,10 @@ pub(super) fn validate_chains(
                 format!("chain {chain_name} has no providers; add a [[chain.provider]]"),
             ));
         }
+        let capabilities = chain.capabilities.map(|c| c.validate(&at)).transpose()?;
         chains.push(ChainConfig {
             policy: PolicyConfig::resolve(&chain.policy, global_policy, &format!("{at}."))?,
+            capabilities,
             providers: validate_providers(
                 chain.provider,
                 &at,
@@ -336,6 +343,7 @@ impl From<&ChainConfig> for RawChain {
             chain_id: c.chain_id,
             backend: c.backend.to_string(),
             policy: RawPolicy::from(&c.policy),
+            capabilities: c.capabilities.as_ref().map(RawCapabilities::from),
             provider: c.providers.iter().map(RawProvider::from).collect(),
         }
     }

@@ -7,6 +7,7 @@
 mod layered;
 
 mod actuator;
+mod capabilities;
 mod chain;
 mod exporter;
 mod load;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use actuator::{ActuatorConfig, HaproxyAddress, Queries};
+pub use capabilities::{CapabilitiesConfig, LogsProbe, MAX_LOGS_BLOCKS};
 pub use chain::{ChainConfig, Name, ProviderConfig, Tier};
 pub use exporter::ExporterConfig;
 pub use policy::{PolicyConfig, Weighting};

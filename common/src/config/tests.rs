@@ -82,6 +82,14 @@ min_tier_capacity = 1.5
 max_client_error_ratio = 0.5
 min_client_requests = 50
 
+[chain.capabilities]
+interval = "30m"
+archive_block = 1000000
+logs_blocks = 50
+logs_address = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+trace = true
+finalized = true
+
 [[chain.provider]]
 name = "quicknode"
 url = "${QN_URL}"
@@ -245,6 +253,13 @@ fn the_printed_config_reads_back_as_the_same_config() {
     assert_eq!(qn.tier.get(), 2);
     assert_eq!(qn.max_rps, Some(12.5));
     assert_eq!(qn.probe_interval, Some(Duration::from_secs(30)));
+    let caps = config.chains[0].capabilities.as_ref().unwrap();
+    assert_eq!(caps.interval, Duration::from_secs(1800));
+    assert_eq!(caps.archive_block, Some(1_000_000));
+    assert_eq!(caps.logs.as_ref().map(|l| l.blocks), Some(50));
+    assert!(caps.trace && caps.finalized);
+    assert_eq!(caps.probes(), 4);
+    assert_eq!(config.chains[1].capabilities, None, "off unless set");
     let printed = config.to_string();
     assert_no_secret("the printed config", &printed);
     let again = Config::parse(Path::new("printed.toml"), &printed, |_| None)
@@ -275,6 +290,25 @@ fn every_url_is_redacted_in_the_printed_config() {
         "http://user:SECRETPASS@prom.example:9090/prefix/?token=SECRETTOKEN",
         "the actuator's client still gets the whole URL"
     );
+}
+
+#[test]
+fn capability_probes_take_the_default_interval() {
+    let text = GOOD.replacen(
+        "[[chain.provider]]",
+        "[chain.capabilities]\nfinalized = true\n\n[[chain.provider]]",
+        1,
+    );
+    let caps = parse(&text).unwrap().chains[0]
+        .capabilities
+        .clone()
+        .unwrap();
+    assert_eq!(caps.interval, Duration::from_secs(600));
+    assert_eq!(
+        (caps.archive_block, &caps.logs, caps.trace),
+        (None, &None, false)
+    );
+    assert_eq!(caps.probes(), 1);
 }
 
 #[test]

@@ -1,0 +1,206 @@
+//! What a provider can serve besides its head, judged from one round of capability probes
+//! (`[chain.capabilities]`): the pure part. A provider that answers its head fine can still fail
+//! the calls clients make: a pruned node has no state at an old block, a plan may not include
+//! `debug_*`, a replica may answer `eth_getLogs` with `[]` for blocks it does not hold. Only a
+//! deliberate answer is evidence; a probe that timed out or was rate limited says nothing, so
+//! the last finding stands.
+
+use common::config::CapabilitiesConfig;
+
+use crate::rpc::Refusal;
+
+/// Blocks behind the chain head where the logs range ends: every provider in rotation holds
+/// them (lag beyond this is the head probe's business), so `[]` there is not propagation.
+pub const LOGS_MARGIN: u64 = 10;
+
+common::label_enum! {
+    /// What a capability probe asks of a provider (the `capability` label).
+    pub enum Capability {
+        /// State at an old block: `eth_getBalance` there.
+        Archive => "archive",
+        /// `eth_getLogs` over recent blocks, compared with the peers' answers.
+        Logs => "logs",
+        /// `debug_traceCall`.
+        Trace => "trace",
+        /// The `finalized` block tag.
+        Finalized => "finalized",
+    }
+}
+
+common::label_enum! {
+    /// What a provider's answer says about one capability (the `reason` label).
+    pub enum Finding {
+        /// It served the call.
+        Capable => "ok",
+        /// The method is not served on this node or plan.
+        MethodUnavailable => "method_unavailable",
+        /// The state or block asked for is not held (pruned).
+        MissingState => "missing_state",
+        /// The range asked for is over its limit.
+        OverLimit => "over_limit",
+        /// `[]` to `eth_getLogs` over a range where a peer returned logs.
+        MissingLogs => "missing_logs",
+    }
+}
+
+/// One provider's answer to one capability probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// It served the call (state at the block, a trace).
+    Served,
+    /// `eth_getLogs` returned this many logs.
+    Logs(usize),
+    /// The finalized block's number.
+    Finalized(u64),
+    /// It answered that it will not serve the call.
+    Refused(Refusal),
+}
+
+impl Capability {
+    /// The capabilities `config` enables, in declaration order.
+    pub fn enabled(config: &CapabilitiesConfig) -> Vec<Capability> {
+        Capability::ALL
+            .into_iter()
+            .filter(|c| match c {
+                Capability::Archive => config.archive_block.is_some(),
+                Capability::Logs => config.logs.is_some(),
+                Capability::Trace => config.trace,
+                Capability::Finalized => config.finalized,
+            })
+            .collect()
+    }
+}
+
+impl From<Refusal> for Finding {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::MethodUnavailable => Finding::MethodUnavailable,
+            Refusal::MissingState => Finding::MissingState,
+            Refusal::OverLimit => Finding::OverLimit,
+        }
+    }
+}
+
+/// The blocks the logs probe asks for: `blocks` of them ending [`LOGS_MARGIN`] behind `head`.
+pub fn logs_range(head: u64, blocks: u64) -> (u64, u64) {
+    let to = head.saturating_sub(LOGS_MARGIN);
+    (to.saturating_sub(blocks.saturating_sub(1)), to)
+}
+
+/// Each provider's finding from one round's answers (`None`: not asked, or its probe failed:
+/// no evidence). Logs are judged against the peers: `[]` where any peer returned logs over
+/// the same range is [`Finding::MissingLogs`]; `[]` everywhere is a quiet range.
+pub fn judge(answers: &[Option<Answer>]) -> Vec<Option<Finding>> {
+    answers
+        .iter()
+        .enumerate()
+        .map(|(i, answer)| {
+            Some(match (*answer)? {
+                Answer::Refused(refusal) => refusal.into(),
+                Answer::Logs(0) if peers_logs(answers, i) => Finding::MissingLogs,
+                Answer::Served | Answer::Logs(_) | Answer::Finalized(_) => Finding::Capable,
+            })
+        })
+        .collect()
+}
+
+fn peers_logs(answers: &[Option<Answer>], me: usize) -> bool {
+    answers
+        .iter()
+        .enumerate()
+        .any(|(i, a)| i != me && matches!(a, Some(Answer::Logs(n)) if *n > 0))
+}
+
+/// How many blocks each provider's finalized block is behind the highest any provider answered
+/// in the round (`None` for those that did not answer one).
+pub fn finalized_lags(answers: &[Option<Answer>]) -> Vec<Option<u64>> {
+    let number = |a: &Option<Answer>| match a {
+        Some(Answer::Finalized(n)) => Some(*n),
+        _ => None,
+    };
+    let highest = answers.iter().filter_map(number).max();
+    answers
+        .iter()
+        .map(|a| Some(highest? - number(a)?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use Answer::*;
+    use Finding::*;
+
+    #[test]
+    fn deliberate_answers_are_findings_and_failures_are_none() {
+        let answers = [
+            Some(Served),
+            Some(Refused(Refusal::MissingState)),
+            None,
+            Some(Refused(Refusal::MethodUnavailable)),
+            Some(Refused(Refusal::OverLimit)),
+            Some(Finalized(7)),
+        ];
+        assert_eq!(
+            judge(&answers),
+            [
+                Some(Capable),
+                Some(MissingState),
+                None,
+                Some(MethodUnavailable),
+                Some(OverLimit),
+                Some(Capable)
+            ]
+        );
+    }
+
+    /// A round's answers and the findings they must give.
+    type Case<'a> = (&'a [Option<Answer>], &'a [Option<Finding>]);
+
+    #[test]
+    fn empty_logs_are_missing_only_where_a_peer_has_logs() {
+        let table: [Case<'_>; 5] = [
+            (
+                &[Some(Logs(3)), Some(Logs(0)), Some(Logs(3))],
+                &[Some(Capable), Some(MissingLogs), Some(Capable)],
+            ),
+            (
+                &[Some(Logs(0)), Some(Logs(0))],
+                &[Some(Capable), Some(Capable)],
+            ),
+            (&[Some(Logs(0))], &[Some(Capable)]),
+            (
+                &[Some(Logs(0)), None, Some(Refused(Refusal::OverLimit))],
+                &[Some(Capable), None, Some(OverLimit)],
+            ),
+            (
+                &[Some(Logs(2)), Some(Logs(0))],
+                &[Some(Capable), Some(MissingLogs)],
+            ),
+        ];
+        for (answers, expected) in table {
+            assert_eq!(judge(answers), expected, "{answers:?}");
+        }
+    }
+
+    #[test]
+    fn finalized_lag_is_behind_the_highest_answer() {
+        let answers = [
+            Some(Finalized(100)),
+            Some(Finalized(90)),
+            None,
+            Some(Served),
+        ];
+        assert_eq!(finalized_lags(&answers), [Some(0), Some(10), None, None]);
+        assert_eq!(finalized_lags(&[None, None]), [None, None]);
+    }
+
+    #[test]
+    fn the_logs_range_ends_behind_the_head_and_never_below_genesis() {
+        assert_eq!(logs_range(1000, 100), (891, 990));
+        assert_eq!(logs_range(1000, 1), (990, 990));
+        assert_eq!(logs_range(5, 100), (0, 0));
+        assert_eq!(logs_range(50, 100), (0, 40));
+    }
+}
