@@ -137,7 +137,7 @@ fn setup(cli: &Cli) -> String {
          {} / {} / {} ms (p99 about 16 times the median, capped at 3 s), 10 % of reads answered by a replica node kept \
          2 blocks behind (one per arm), 0.3 % HTTP 502s, 0.1 % hangs of 3 s, a 250 requests/s token bucket. n2 is the \
          one faults hit. HAProxy 2.6 runs the shipped `defaults` (`{}`) and the shipped backend's options (roundrobin, \
-         HTTP health check every 2 s, fall 2, rise 2). One exporter probes every provider every 1 s (timeout 2 s), \
+         HTTP health check every 2 s, fall 3, rise 2). One exporter probes every provider every 1 s (timeout 2 s), \
          Prometheus scrapes every 1 s, {} client requests/s per arm go through HAProxy.\n\n\
          - **ethrpc**: the actuator every 1 s, the default policy with `max_block_lag = 2`, `max_block_age = \"5s\"` \
          (1 s blocks).\n\

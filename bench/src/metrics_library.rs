@@ -121,6 +121,20 @@ fn library(n: usize) -> Registry {
     registry
 }
 
+/// What `promtool check metrics` (the linter the tests hold every exposition to) says of `text`.
+fn promtool_verdict(text: &str) -> String {
+    let said = testkit::metrics_text::promtool_check_metrics(text);
+    let problems: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match problems.as_slice() {
+        [] => "clean".into(),
+        [first, ..] => format!("{} problem line(s), e.g. `{first}`", problems.len()),
+    }
+}
+
 /// Renders `RENDERS` times: p50 and p99 in ms, and the exposition's size in bytes.
 fn time(mut render: impl FnMut() -> String) -> (f64, f64, usize) {
     let mut took = Vec::with_capacity(RENDERS);
@@ -137,6 +151,7 @@ fn time(mut render: impl FnMut() -> String) -> (f64, f64, usize) {
 
 pub fn run() -> anyhow::Result<String> {
     let mut rows = Vec::new();
+    let mut verdicts = String::new();
     for n in [100, 1000] {
         let metrics = ours(n)?;
         let (p50, p99, bytes) = time(|| metrics.render());
@@ -147,12 +162,24 @@ pub fn run() -> anyhow::Result<String> {
             format!("{:.0} KiB", bytes as f64 / 1024.0),
         ]);
         let registry = library(n);
-        let (p50, p99, bytes) = time(|| {
+        let render = || {
             let mut text = String::new();
             // Writing into a String cannot fail.
             let _ = encode(&mut text, &registry);
             text
-        });
+        };
+        if verdicts.is_empty() {
+            let _ = writeln!(
+                verdicts,
+                "`promtool check metrics` (Prometheus 2.42, the text-format linter every test holds the \
+                 exposition to), at {n} providers: own writer {}; `prometheus-client` {}. The library \
+                 writes OpenMetrics only (`# EOF` last; a counter's `# TYPE` line names it without \
+                 its `_total`).",
+                promtool_verdict(&metrics.render()),
+                promtool_verdict(&render()),
+            );
+        }
+        let (p50, p99, bytes) = time(render);
         rows.push(vec![
             n.to_string(),
             "`prometheus-client` 0.26".into(),
@@ -174,5 +201,6 @@ pub fn run() -> anyhow::Result<String> {
             &rows
         )
     );
+    report.push_str(&verdicts);
     Ok(report)
 }

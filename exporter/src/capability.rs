@@ -9,8 +9,9 @@ use common::config::CapabilitiesConfig;
 
 use crate::rpc::Refusal;
 
-/// Blocks behind the chain head where the logs range ends: every provider in rotation holds
-/// them (lag beyond this is the head probe's business), so `[]` there is not propagation.
+/// Blocks behind the chain head where the logs range ends, so that `[]` there is not
+/// propagation. A provider whose own head is short of the range's end is not asked: lag is the
+/// head probe's business.
 pub const LOGS_MARGIN: u64 = 10;
 
 common::label_enum! {
@@ -50,6 +51,8 @@ pub enum Answer {
     Served,
     /// `eth_getLogs` returned this many logs.
     Logs(usize),
+    /// `eth_getLogs` returned more than `max_response_bytes`: logs, many of them.
+    ManyLogs,
     /// The finalized block's number.
     Finalized(u64),
     /// It answered that it will not serve the call.
@@ -71,6 +74,23 @@ impl Capability {
     }
 }
 
+impl Capability {
+    /// Whether `refusal`, in answer to this capability's call, is evidence about it. Others are
+    /// an error of the moment (an `over_limit` to a balance query says nothing of its state).
+    pub fn accepts(self, refusal: Refusal) -> bool {
+        match self {
+            Capability::Archive => {
+                matches!(refusal, Refusal::MissingState | Refusal::MethodUnavailable)
+            }
+            Capability::Logs => matches!(refusal, Refusal::OverLimit | Refusal::MethodUnavailable),
+            Capability::Trace => refusal == Refusal::MethodUnavailable,
+            Capability::Finalized => {
+                matches!(refusal, Refusal::MissingState | Refusal::MethodUnavailable)
+            }
+        }
+    }
+}
+
 impl From<Refusal> for Finding {
     fn from(refusal: Refusal) -> Self {
         match refusal {
@@ -88,27 +108,30 @@ pub fn logs_range(head: u64, blocks: u64) -> (u64, u64) {
 }
 
 /// Each provider's finding from one round's answers (`None`: not asked, or its probe failed:
-/// no evidence). Logs are judged against the peers: `[]` where any peer returned logs over
-/// the same range is [`Finding::MissingLogs`]; `[]` everywhere is a quiet range.
+/// no evidence). Logs are judged against the peers: `[]` where a peer returned logs over the
+/// same range is [`Finding::MissingLogs`]; `[]` is a quiet range only where a peer answered
+/// `[]` too, and no evidence where no peer answered at all.
 pub fn judge(answers: &[Option<Answer>]) -> Vec<Option<Finding>> {
     answers
         .iter()
         .enumerate()
-        .map(|(i, answer)| {
-            Some(match (*answer)? {
-                Answer::Refused(refusal) => refusal.into(),
-                Answer::Logs(0) if peers_logs(answers, i) => Finding::MissingLogs,
-                Answer::Served | Answer::Logs(_) | Answer::Finalized(_) => Finding::Capable,
-            })
+        .map(|(i, answer)| match (*answer)? {
+            Answer::Refused(refusal) => Some(refusal.into()),
+            Answer::Logs(0) => {
+                let peers = || answers.iter().enumerate().filter(move |(j, _)| *j != i);
+                if peers().any(|(_, a)| matches!(a, Some(Answer::Logs(1..) | Answer::ManyLogs))) {
+                    Some(Finding::MissingLogs)
+                } else if peers().any(|(_, a)| matches!(a, Some(Answer::Logs(0)))) {
+                    Some(Finding::Capable)
+                } else {
+                    None
+                }
+            }
+            Answer::Served | Answer::Logs(_) | Answer::ManyLogs | Answer::Finalized(_) => {
+                Some(Finding::Capable)
+            }
         })
         .collect()
-}
-
-fn peers_logs(answers: &[Option<Answer>], me: usize) -> bool {
-    answers
-        .iter()
-        .enumerate()
-        .any(|(i, a)| i != me && matches!(a, Some(Answer::Logs(n)) if *n > 0))
 }
 
 /// How many blocks each provider's finalized block is behind the highest any provider answered
@@ -160,7 +183,7 @@ mod tests {
 
     #[test]
     fn empty_logs_are_missing_only_where_a_peer_has_logs() {
-        let table: [Case<'_>; 5] = [
+        let table: [Case<'_>; 6] = [
             (
                 &[Some(Logs(3)), Some(Logs(0)), Some(Logs(3))],
                 &[Some(Capable), Some(MissingLogs), Some(Capable)],
@@ -169,10 +192,14 @@ mod tests {
                 &[Some(Logs(0)), Some(Logs(0))],
                 &[Some(Capable), Some(Capable)],
             ),
-            (&[Some(Logs(0))], &[Some(Capable)]),
+            (&[Some(Logs(0))], &[None]),
             (
                 &[Some(Logs(0)), None, Some(Refused(Refusal::OverLimit))],
-                &[Some(Capable), None, Some(OverLimit)],
+                &[None, None, Some(OverLimit)],
+            ),
+            (
+                &[Some(ManyLogs), Some(Logs(0)), Some(Logs(0))],
+                &[Some(Capable), Some(MissingLogs), Some(MissingLogs)],
             ),
             (
                 &[Some(Logs(2)), Some(Logs(0))],
@@ -181,6 +208,23 @@ mod tests {
         ];
         for (answers, expected) in table {
             assert_eq!(judge(answers), expected, "{answers:?}");
+        }
+    }
+
+    #[test]
+    fn each_capability_takes_only_the_refusals_that_speak_of_it() {
+        let (state, method, limit) = (
+            Refusal::MissingState,
+            Refusal::MethodUnavailable,
+            Refusal::OverLimit,
+        );
+        assert!(Capability::Archive.accepts(state));
+        assert!(!Capability::Archive.accepts(limit));
+        assert!(Capability::Logs.accepts(limit));
+        assert!(!Capability::Logs.accepts(state), "the range is recent");
+        assert!(!Capability::Trace.accepts(state));
+        for c in Capability::ALL {
+            assert!(c.accepts(method), "{c}");
         }
     }
 

@@ -45,60 +45,64 @@ pub struct ProbeError {
 }
 
 /// A JSON-RPC error answer that says what the provider does not serve, rather than that it
-/// failed this once.
+/// failed this once. Which kinds count as evidence depends on the call asked
+/// ([`crate::capability::Capability::accepts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The method is not served on this node or plan (`-32601`, "not supported", …).
     MethodUnavailable,
-    /// The state or block asked for is not held (pruned state, `header not found`).
+    /// The state asked for is not held (pruned state).
     MissingState,
     /// The range or result is over the provider's limit (`eth_getLogs`).
     OverLimit,
 }
 
-/// Words (lower case) of each [`Refusal`], checked in this order after [`RATE_WORDS`]: a
-/// message of missing state may also say "not available".
+/// Phrases (lower case) of each [`Refusal`], checked in this order after [`RATE_WORDS`]: a
+/// message of missing state may also say "not available". Whole phrases, as providers write
+/// them: single words ("exceed", "too many", "does not exist") also appear in transient errors
+/// ("context deadline exceeded", "too many concurrent requests") and in the client's own
+/// ("account does not exist"). `header not found` is left out: a load balancer's replica behind
+/// answers it, which says nothing of the node's state.
 const REFUSAL_WORDS: [(Refusal, &[&str]); 3] = [
     (
         Refusal::MissingState,
         &[
             "missing trie node",
-            "header not found",
             "pruned",
+            "pruning",
             "state is not available",
             "state not available",
             "historical state",
-            "unknown block",
-            "block not found",
         ],
     ),
     (
         Refusal::MethodUnavailable,
         &[
             "method not found",
-            "does not exist",
-            "not supported",
-            "unsupported",
-            "not available",
-            "not enabled",
+            "does not exist/is not available",
+            "method not supported",
+            "is not supported",
+            "unsupported method",
+            "method not allowed",
             "not whitelisted",
-            "not allowed",
+            "is not enabled",
+            "is not available on",
         ],
     ),
     (
         Refusal::OverLimit,
         &[
-            "more than",
+            "query returned more than",
             "block range",
-            "range is too",
-            "range too",
-            "too many",
-            "exceed",
+            "range is too large",
+            "range too large",
+            "is limited to",
+            "response size exceeded",
         ],
     ),
 ];
 /// Words of a rate limit: a refusal of this moment, not of the method.
-const RATE_WORDS: [&str; 3] = ["rate", "too many requests", "capacity"];
+const RATE_WORDS: [&str; 4] = ["rate", "too many requests", "capacity", "limit exceeded"];
 
 /// What a JSON-RPC error with `code` and `message` refuses, if its code or words say.
 pub fn refusal(code: Option<i64>, message: &str) -> Option<Refusal> {
@@ -566,48 +570,32 @@ mod tests {
 
     #[test]
     fn refusals_are_read_from_codes_and_words() {
+        use Refusal::*;
         let cases = [
-            (
-                Some(-32601),
-                "the method debug_traceCall does not exist/is not available",
-                Some(Refusal::MethodUnavailable),
-            ),
-            (
-                Some(-32000),
-                "missing trie node 0 (path ) state is not available",
-                Some(Refusal::MissingState),
-            ),
-            (
-                Some(-32000),
-                "header not found",
-                Some(Refusal::MissingState),
-            ),
-            (
-                Some(-32000),
-                "debug_traceCall is not supported on the Free tier",
-                Some(Refusal::MethodUnavailable),
-            ),
-            (
-                Some(-32005),
-                "query returned more than 10000 results",
-                Some(Refusal::OverLimit),
-            ),
-            (
-                Some(-32005),
-                "daily request count exceeded, request rate limited",
-                None,
-            ),
-            (
-                Some(429),
-                "Your app has exceeded its compute units per second capacity",
-                None,
-            ),
-            (Some(-32000), "execution reverted", None),
-            (None, "", None),
+            (-32601, "the method debug_traceCall does not exist/is not available", Some(MethodUnavailable)),
+            (-32000, "The method debug_traceCall does not exist/is not available", Some(MethodUnavailable)),
+            (-32000, "debug_traceCall is not available on the Free tier - upgrade to Growth", Some(MethodUnavailable)),
+            (-32000, "missing trie node 0 (path ) state is not available", Some(MissingState)),
+            (-32000, "old data not available due to pruning", Some(MissingState)),
+            (-32005, "query returned more than 10000 results", Some(OverLimit)),
+            (-32602, "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range", Some(OverLimit)),
+            (-32005, "daily request count exceeded, request rate limited", None),
+            (-32005, "project ID request rate exceeded", None),
+            (-32005, "limit exceeded", None),
+            (429, "Your app has exceeded its compute units per second capacity", None),
+            // Transient, or the client's own: no evidence of what the provider serves.
+            (-32000, "header not found", None),
+            (-32000, "context deadline exceeded", None),
+            (-32000, "too many concurrent requests", None),
+            (-32000, "service not available", None),
+            (-32000, "account does not exist", None),
+            (-32000, "gas required exceeds allowance (0)", None),
+            (3, "execution reverted", None),
         ];
         for (code, message, expected) in cases {
-            assert_eq!(refusal(code, message), expected, "{message}");
+            assert_eq!(refusal(Some(code), message), expected, "{message}");
         }
+        assert_eq!(refusal(None, ""), None);
         let none = Redactor::default();
         let pruned = decode::<String>(
             "m",

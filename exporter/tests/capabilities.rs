@@ -1,7 +1,8 @@
-//! Capability probes (`[chain.capabilities]`) against real anvil nodes: three providers that all
-//! answer their head fine; behind noisy proxies one is pruned and has no tracing, another answers
-//! `[]` to `eth_getLogs` where its peers hold logs. Each is found out with its reason, the others
-//! are found capable, and the head probes do not notice.
+//! Capability probes (`[chain.capabilities]`) against real anvil nodes: providers that all answer
+//! their head; behind fault proxies one is pruned and has no tracing, another answers `[]` to
+//! `eth_getLogs` where its peers hold logs. Each is found out with its reason, the others are
+//! found capable, and the head probes do not notice. A fourth, stalled, also answers `[]`: its
+//! head is short of the logs range, so it is not judged on logs against peers that hold them.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -41,6 +42,7 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
         Anvil::start(31337).await,
         Anvil::start(31337).await,
         Anvil::start(31337).await,
+        Anvil::start(31337).await,
     ];
     // The same log-emitting transaction in block 1 of every chain, then a block a second (blocks
     // mined at once would carry timestamps from the future): the logs range, which ends 10 blocks
@@ -53,7 +55,7 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
         .await;
         node.mine(1).await;
     }
-    for node in &nodes {
+    for node in &nodes[..3] {
         node.set_interval_mining(1).await;
     }
     let upstream = |node: &Anvil| format!("127.0.0.1:{}", node.port);
@@ -69,6 +71,8 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
     ]);
     let logless = FaultProxy::start_noisy(upstream(&nodes[2]), None, Noise::none()).await;
     logless.set_method_errors([MethodErrors::no_logs(1.0)]);
+    let stalled = FaultProxy::start_noisy(upstream(&nodes[3]), None, Noise::none()).await;
+    stalled.set_method_errors([MethodErrors::no_logs(1.0)]);
 
     let text = format!(
         "[exporter]\nprobe_interval = \"500ms\"\nprobe_timeout = \"2s\"\n\
@@ -77,10 +81,12 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
          trace = true\nfinalized = true\n\
          [[chain.provider]]\nname = \"p1\"\nurl = \"{}\"\n\
          [[chain.provider]]\nname = \"p2\"\nurl = \"{}\"\n\
-         [[chain.provider]]\nname = \"p3\"\nurl = \"{}\"\n",
+         [[chain.provider]]\nname = \"p3\"\nurl = \"{}\"\n\
+         [[chain.provider]]\nname = \"p4\"\nurl = \"{}\"\n",
         nodes[0].url(),
         pruned.url(),
-        logless.url()
+        logless.url(),
+        stalled.url()
     );
     let config = Config::parse(Path::new("test.toml"), &text, |_| None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -123,6 +129,8 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
         ("p3", "archive", "ok", 1.0),
         ("p3", "logs", "missing_logs", 0.0),
         ("p3", "trace", "ok", 1.0),
+        ("p3", "finalized", "ok", 1.0),
+        ("p4", "archive", "ok", 1.0),
     ] {
         assert_eq!(
             capability(&text, provider, cap, reason),
@@ -130,6 +138,11 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
             "{provider} {cap} {reason}:\n{text}"
         );
     }
+    assert_eq!(
+        capability(&text, "p4", "logs", "missing_logs"),
+        None,
+        "p4's head is short of the logs range: not judged on it"
+    );
     for p in ["p1", "p2", "p3"] {
         let labels = [("provider", p)];
         assert_eq!(
@@ -141,13 +154,15 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
             sample(&text, "ethrpc_finalized_block_lag", &labels).is_some_and(|lag| lag <= 2.0),
             "{p}: the nodes finalize together"
         );
-        let failed = [("provider", p), ("capability", "archive")];
-        assert_eq!(
-            sample(&text, "ethrpc_capability_probe_failures_total", &failed),
-            Some(0.0),
-            "a refusal is an answer, not a failure"
-        );
-        assert!(sample(&text, "ethrpc_capability_probes_total", &failed) >= Some(1.0));
+        for c in ["archive", "logs", "trace", "finalized"] {
+            let series = [("provider", p), ("capability", c)];
+            assert_eq!(
+                sample(&text, "ethrpc_capability_probe_failures_total", &series),
+                Some(0.0),
+                "{p} {c}: a refusal is an answer, not a failure"
+            );
+            assert!(sample(&text, "ethrpc_capability_probes_total", &series) >= Some(1.0));
+        }
     }
     assert_eq!(
         promtool_check_metrics(&text),

@@ -2,19 +2,33 @@
 //! is up is asked each enabled probe, all providers at once per capability so that logs are
 //! compared over the same range; the answers are judged together ([`crate::capability`]) and
 //! published. Each call is [`confirm`]ed like a head request, and a probe that fails without a
-//! deliberate answer leaves the last finding standing.
+//! deliberate answer leaves the last finding standing. Capability calls have a limiter of their
+//! own, so that heavy calls (`eth_getLogs`, tracing) never hold up head probes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::config::CapabilitiesConfig;
 use futures::future::join_all;
+use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 
 use super::ChainProber;
 use crate::capability::{finalized_lags, judge, logs_range, Answer, Capability, Finding};
 use crate::confirm::{confirm, Confirmed};
+use crate::reason::Reason;
 use crate::rpc::{ProbeError, Rpc};
+
+/// Capability calls in flight at once, per chain.
+const MAX_CONCURRENT_CAPABILITY_CALLS: usize = 4;
+
+/// What one capability round asks and what it knows.
+struct Round<'a> {
+    capability: Capability,
+    caps: &'a CapabilitiesConfig,
+    head: u64,
+    limiter: &'a Semaphore,
+}
 
 impl ChainProber {
     /// Runs a capability round every `caps.interval`, the first once the chain has a head (the
@@ -22,6 +36,7 @@ impl ChainProber {
     pub(super) async fn probe_capabilities(self: Arc<Self>, caps: CapabilitiesConfig) {
         let mut ticker = tokio::time::interval(caps.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let limiter = Semaphore::new(MAX_CONCURRENT_CAPABILITY_CALLS);
         loop {
             ticker.tick().await;
             let head = loop {
@@ -31,22 +46,45 @@ impl ChainProber {
                 tokio::time::sleep(self.settings.probe_interval).await;
             };
             for capability in Capability::enabled(&caps) {
-                self.capability_round(capability, &caps, head).await;
+                if capability == Capability::Archive && caps.archive_block > Some(head) {
+                    tracing::debug!(chain = %self.config.name, head, "archive_block is beyond the chain head; not asked");
+                    continue;
+                }
+                let round = Round {
+                    capability,
+                    caps: &caps,
+                    head,
+                    limiter: &limiter,
+                };
+                self.capability_round(&round).await;
             }
         }
     }
 
-    /// Asks every provider that is up about `capability`, then judges and publishes.
-    async fn capability_round(&self, capability: Capability, caps: &CapabilitiesConfig, head: u64) {
-        let up: Vec<bool> = self
+    /// Asks every provider that is up about the round's capability (for logs, only those whose
+    /// own head reaches the range), then judges and publishes.
+    async fn capability_round(&self, round: &Round<'_>) {
+        let capability = round.capability;
+        let logs_end = round
+            .caps
+            .logs
+            .as_ref()
+            .map(|l| logs_range(round.head, l.blocks).1);
+        let asked: Vec<bool> = self
             .lock_view()
             .providers
             .iter()
-            .map(|p| p.up == Some(true))
+            .map(|p| {
+                let reaches = || match (capability, logs_end) {
+                    (Capability::Logs, Some(end)) => p.effective_head.is_some_and(|h| h >= end),
+                    _ => true,
+                };
+                p.up == Some(true) && reaches()
+            })
             .collect();
-        let asks = up.iter().enumerate().map(|(i, up)| async move {
-            if *up {
-                self.ask(i, capability, caps, head).await
+        let asks = asked.iter().enumerate().map(|(i, asked)| async move {
+            if *asked {
+                self.ask(i, round).await
             } else {
                 None
             }
@@ -85,14 +123,15 @@ impl ChainProber {
         }
     }
 
-    /// Provider `i`'s answer about `capability`; `None` when its probe failed without one.
-    async fn ask(
-        &self,
-        i: usize,
-        capability: Capability,
-        caps: &CapabilitiesConfig,
-        head: u64,
-    ) -> Option<Answer> {
+    /// Provider `i`'s answer about the round's capability; `None` when its probe failed without
+    /// one it could be judged on.
+    async fn ask(&self, i: usize, round: &Round<'_>) -> Option<Answer> {
+        let Round {
+            capability,
+            caps,
+            head,
+            limiter,
+        } = *round;
         let m = self.metrics.providers[i].capability(capability)?;
         let rpc = Rpc::new(
             &self.clients,
@@ -100,13 +139,15 @@ impl ChainProber {
             &self.redactors[i],
             self.settings.max_response_bytes,
         );
-        let deadline = tokio::time::Instant::now()
-            .checked_add(self.settings.probe_timeout)
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
         m.probes.inc();
         let rpc = &rpc;
         let Confirmed { result, .. } = {
-            let _permit = self.limiter.acquire().await.ok()?;
+            let _permit = limiter.acquire().await.ok()?;
+            // From the permit on: waiting for it is not the provider's time.
+            let now = tokio::time::Instant::now();
+            let deadline = now
+                .checked_add(self.settings.probe_timeout)
+                .unwrap_or(now + Duration::from_secs(86_400));
             match capability {
                 Capability::Archive => {
                     let block = caps.archive_block?;
@@ -140,7 +181,10 @@ impl ChainProber {
             Err(ProbeError {
                 refusal: Some(refusal),
                 ..
-            }) => Some(Answer::Refused(refusal)),
+            }) if capability.accepts(refusal) => Some(Answer::Refused(refusal)),
+            Err(e) if capability == Capability::Logs && e.reason == Reason::TooLarge => {
+                Some(Answer::ManyLogs)
+            }
             Err(e) => {
                 m.failures.inc();
                 tracing::debug!(
