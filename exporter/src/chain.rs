@@ -262,12 +262,7 @@ impl ChainProber {
         );
         // `probe_timeout` bounds each JSON-RPC call, so a chain-id check does not eat into the
         // head request's time and a slow provider is judged slow, not down.
-        let deadline = || {
-            let now = tokio::time::Instant::now();
-            // A timeout too large to add is as good as none: a day still ends a hung call.
-            now.checked_add(s.probe_timeout)
-                .unwrap_or(now + Duration::from_secs(86_400))
-        };
+        let deadline = || deadline_from_now(s.probe_timeout);
         let since_check = memory
             .chain_checked_at
             .map(|at| started.saturating_duration_since(at));
@@ -360,6 +355,14 @@ impl ChainProber {
             }
         }
     }
+}
+
+/// When a call given `timeout` from now must end. A timeout too large to add is as good as
+/// none: a day still ends a hung call.
+fn deadline_from_now(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or(now + Duration::from_secs(86_400))
 }
 
 /// This host's clocks now.

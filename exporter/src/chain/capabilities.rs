@@ -6,14 +6,13 @@
 //! own, so that heavy calls (`eth_getLogs`, tracing) never hold up head probes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::config::CapabilitiesConfig;
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 
-use super::ChainProber;
+use super::{deadline_from_now, ChainProber};
 use crate::capability::{finalized_lags, judge, logs_range, Answer, Capability, Finding};
 use crate::confirm::{confirm, Confirmed};
 use crate::reason::Reason;
@@ -144,10 +143,7 @@ impl ChainProber {
         let Confirmed { result, .. } = {
             let _permit = limiter.acquire().await.ok()?;
             // From the permit on: waiting for it is not the provider's time.
-            let now = tokio::time::Instant::now();
-            let deadline = now
-                .checked_add(self.settings.probe_timeout)
-                .unwrap_or(now + Duration::from_secs(86_400));
+            let deadline = deadline_from_now(self.settings.probe_timeout);
             match capability {
                 Capability::Archive => {
                     let block = caps.archive_block?;
