@@ -43,6 +43,9 @@ pub struct ProviderView {
     /// Its effective head at its last probe, the round that probed it and when, while that
     /// probe answered: its vote for the chain head.
     vote: Option<Ballot>,
+    /// The newest round that judged its lag and age: a round that finishes late (a slow probe of
+    /// another provider in it) must not overwrite them with its older answer.
+    judged_round: u64,
     /// The chain's pace as its own answers show it.
     pace: BlockPace,
 }
@@ -172,7 +175,9 @@ impl ChainView {
     /// keeps its last vote for its `vote_lifetimes`), and the lag and age of every provider
     /// probed in it, all from effective heads. A provider's lag is measured against the head of
     /// the round that probed it: a slow answer is judged against the blocks of its own moment,
-    /// not against rounds that ran meanwhile. The published head only moves forward in round
+    /// not against rounds that ran meanwhile; a provider a newer round already judged is not
+    /// judged again by a late one, since its answer in it is older (one slow provider must not
+    /// make the fast ones in its round look seconds old and lagging). The published head only moves forward in round
     /// order; only an agreed head higher than the plausibility reference replaces it, so a frozen
     /// majority never renews the time it is judged from.
     pub fn finish_round(
@@ -250,6 +255,10 @@ impl ChainView {
                 continue;
             };
             let pv = &mut self.providers[*i];
+            if pv.judged_round > id {
+                continue;
+            }
+            pv.judged_round = id;
             pv.effective_head = Some(block.number);
             // Negative when the timestamp is ahead of this host's clock: published as it is,
             // since a clamped 0 would make the provider look perfectly fresh for ever.
@@ -394,7 +403,47 @@ mod tests {
         let late = finish(&mut view, 1, t0, 1, vec![answered(100, 1.0)]);
         assert_eq!(late.head, None);
         assert_eq!(view.head, Some(101));
-        assert_eq!(lags(&late), vec![Some(0)], "judged against its own round");
+    }
+
+    /// Round 2 probes a fast and a slow provider; rounds 3 to 5 probe the fast one alone (the
+    /// slow one is still in flight) and finish first. When round 2 ends, 4 s in, its answer of
+    /// the fast provider is 4 s old: judging it again would publish it lagging and stale.
+    #[test]
+    fn a_late_round_judges_only_the_providers_no_newer_round_judged() {
+        let t0 = Instant::now();
+        let mut view = ChainView::new(2);
+        finish(
+            &mut view,
+            1,
+            t0,
+            0,
+            vec![answered(100, 0.0), answered(100, 0.0)],
+        );
+        for (id, secs) in [(3, 1), (4, 2), (5, 3)] {
+            let fresh = finish(
+                &mut view,
+                id,
+                t0,
+                secs,
+                vec![answered(100 + secs, -(secs as f64)), None],
+            );
+            assert_eq!(lags(&fresh), vec![Some(0)]);
+        }
+        let late = finish(
+            &mut view,
+            2,
+            t0,
+            4,
+            vec![answered(100, 0.0), answered(104, -4.0)],
+        );
+        assert_eq!(late.judged.len(), 1, "only the slow provider");
+        assert_eq!(late.judged[0].provider, 1);
+        assert_eq!(late.judged[0].lag, Some(0), "judged against its own round");
+        let fast = &view.providers[0];
+        assert_eq!(
+            (fast.effective_head, fast.lag, fast.age_seconds),
+            (Some(103), Some(0), Some(0.0))
+        );
     }
 
     #[test]

@@ -270,18 +270,29 @@ async fn a_slow_node_is_judged_against_the_head_of_its_own_round() {
     })
     .await;
     // Answers held 1.8 s while rounds run every 0.5 s: later rounds skip p3 (still in flight)
-    // and move the head on. p3's own answers are still only ever a block or so behind.
+    // and move the head on. p3's own answers are still only ever a block or so behind, and the
+    // round p3 finishes late must not publish its older answers of p1 and p2 over newer ones.
     proxy.set_fault(Fault::Delay(std::time::Duration::from_millis(1800)));
     let mut worst = 0.0f64;
+    let (mut worst_fast_lag, mut worst_fast_age) = (0.0f64, 0.0f64);
     let mut slow_seen = 0;
-    while slow_seen < 4 {
+    while slow_seen < 6 {
         let text = get_text(&exporter.metrics_url).await.unwrap();
         if value(&text, "ethrpc_probe_duration_seconds", "p3") >= Some(1.8) {
             slow_seen += 1;
             worst = worst.max(must(&text, "ethrpc_block_lag", "p3"));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        for fast in ["p1", "p2"] {
+            worst_fast_lag = worst_fast_lag.max(must(&text, "ethrpc_block_lag", fast));
+            worst_fast_age = worst_fast_age.max(must(&text, "ethrpc_block_age_seconds", fast));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert!(
+        worst_fast_lag <= 1.0 && worst_fast_age < 2.5,
+        "a slow provider must not make the fast ones look lagging or stale: \
+         lag {worst_fast_lag}, age {worst_fast_age} s"
+    );
     assert!(
         worst <= 1.0,
         "a slow provider must not look lagging: lag {worst}"
