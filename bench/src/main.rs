@@ -5,6 +5,7 @@
 
 mod arm;
 mod backtest;
+mod body_inspection;
 mod cost;
 mod failover;
 mod flap;
@@ -59,7 +60,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "noisy,failover,flap,exporter,actuator,backtest,routing,capacity,rpc-errors,pool-of-two,engines,restart"
+        default_value = "noisy,failover,flap,exporter,actuator,backtest,routing,capacity,rpc-errors,body-inspection,pool-of-two,engines,restart"
     )]
     parts: Vec<Part>,
     /// Also write the report here (and the timelines next to it).
@@ -91,6 +92,8 @@ enum Part {
     Engines,
     /// The actuator restarted during a hold and mid-flap.
     Restart,
+    /// What reading answer bodies in HAProxy (the JSON-RPC error counting) costs clients.
+    BodyInspection,
 }
 
 impl Cli {
@@ -315,6 +318,7 @@ fn merge(previous: &str, parts: &[(&str, String)]) -> String {
         "routing",
         "capacity",
         "rpc-errors",
+        "body-inspection",
         "metrics-library",
     ] {
         let (open, close) = (
@@ -398,6 +402,10 @@ async fn main() -> anyhow::Result<()> {
             "metrics-library",
             format!("{stamp}{}", metrics_library::run()?),
         ));
+    }
+    if !cli.short && cli.wants(Part::BodyInspection) {
+        let text = body_inspection::run().await?;
+        parts.push(("body-inspection", format!("{stamp}{text}")));
     }
     if !cli.short && cli.wants(Part::RpcErrors) {
         let heading = "JSON-RPC errors inside HTTP 200";

@@ -140,7 +140,7 @@ fn start(dir: &Path, name: &str, stem: &str) -> anyhow::Result<Child> {
 
 /// The shipped backend's options (balance, health check, server defaults): the lines of
 /// `deploy/local/haproxy.cfg`'s `backend rpc-backend` but its comments and servers.
-fn shipped_backend_options() -> anyhow::Result<String> {
+pub fn shipped_backend_options() -> anyhow::Result<String> {
     let path = testkit::workspace_root().join("deploy/local/haproxy.cfg");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

@@ -58,6 +58,11 @@ impl HaproxyProcess {
         Self::start_with_defaults(PLAIN_DEFAULTS, sections).await
     }
 
+    /// The running process's id (its memory is read from `/proc` by the bench).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Like [`start`](Self::start), but with the shipped configs' `defaults`
     /// ([`SHIPPED_DEFAULTS`]): their timeouts and retries apply to `sections`.
     pub async fn start_shipped(sections: &str) -> Self {
