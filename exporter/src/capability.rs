@@ -25,6 +25,8 @@ common::label_enum! {
         Trace => "trace",
         /// The `finalized` block tag.
         Finalized => "finalized",
+        /// The `safe` block tag.
+        Safe => "safe",
     }
 }
 
@@ -53,8 +55,8 @@ pub enum Answer {
     Logs(usize),
     /// `eth_getLogs` returned more than `max_response_bytes`: logs, many of them.
     ManyLogs,
-    /// The finalized block's number.
-    Finalized(u64),
+    /// The number of the block a tag (`finalized`, `safe`) names.
+    Tagged(u64),
     /// It answered that it will not serve the call.
     Refused(Refusal),
 }
@@ -69,6 +71,7 @@ impl Capability {
                 Capability::Logs => config.logs.is_some(),
                 Capability::Trace => config.trace,
                 Capability::Finalized => config.finalized,
+                Capability::Safe => config.safe,
             })
             .collect()
     }
@@ -84,9 +87,17 @@ impl Capability {
             }
             Capability::Logs => matches!(refusal, Refusal::OverLimit | Refusal::MethodUnavailable),
             Capability::Trace => refusal == Refusal::MethodUnavailable,
-            Capability::Finalized => {
+            Capability::Finalized | Capability::Safe => {
                 matches!(refusal, Refusal::MissingState | Refusal::MethodUnavailable)
             }
+        }
+    }
+
+    /// The block tag this capability asks for, if it is one.
+    pub fn block_tag(self) -> Option<&'static str> {
+        match self {
+            Capability::Finalized | Capability::Safe => Some(self.as_str()),
+            Capability::Archive | Capability::Logs | Capability::Trace => None,
         }
     }
 }
@@ -127,18 +138,18 @@ pub fn judge(answers: &[Option<Answer>]) -> Vec<Option<Finding>> {
                     None
                 }
             }
-            Answer::Served | Answer::Logs(_) | Answer::ManyLogs | Answer::Finalized(_) => {
+            Answer::Served | Answer::Logs(_) | Answer::ManyLogs | Answer::Tagged(_) => {
                 Some(Finding::Capable)
             }
         })
         .collect()
 }
 
-/// How many blocks each provider's finalized block is behind the highest any provider answered
-/// in the round (`None` for those that did not answer one).
-pub fn finalized_lags(answers: &[Option<Answer>]) -> Vec<Option<u64>> {
+/// How many blocks each provider's tagged block (`finalized`, `safe`) is behind the highest any
+/// provider answered in the round (`None` for those that did not answer one).
+pub fn tag_lags(answers: &[Option<Answer>]) -> Vec<Option<u64>> {
     let number = |a: &Option<Answer>| match a {
-        Some(Answer::Finalized(n)) => Some(*n),
+        Some(Answer::Tagged(n)) => Some(*n),
         _ => None,
     };
     let highest = answers.iter().filter_map(number).max();
@@ -163,7 +174,7 @@ mod tests {
             None,
             Some(Refused(Refusal::MethodUnavailable)),
             Some(Refused(Refusal::OverLimit)),
-            Some(Finalized(7)),
+            Some(Tagged(7)),
         ];
         assert_eq!(
             judge(&answers),
@@ -229,15 +240,10 @@ mod tests {
     }
 
     #[test]
-    fn finalized_lag_is_behind_the_highest_answer() {
-        let answers = [
-            Some(Finalized(100)),
-            Some(Finalized(90)),
-            None,
-            Some(Served),
-        ];
-        assert_eq!(finalized_lags(&answers), [Some(0), Some(10), None, None]);
-        assert_eq!(finalized_lags(&[None, None]), [None, None]);
+    fn a_tagged_block_lag_is_behind_the_highest_answer() {
+        let answers = [Some(Tagged(100)), Some(Tagged(90)), None, Some(Served)];
+        assert_eq!(tag_lags(&answers), [Some(0), Some(10), None, None]);
+        assert_eq!(tag_lags(&[None, None]), [None, None]);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct ProviderMetrics {
     pub last_probe: Gauge,
     /// Blocks its finalized block is behind the highest its peers answered.
     pub finalized_lag: Gauge,
+    /// Blocks its safe block is behind the highest its peers answered.
+    pub safe_lag: Gauge,
     /// One per capability its chain probes, in the order of [`Capability::ALL`].
     pub capabilities: Vec<CapabilityMetrics>,
 }
@@ -114,6 +116,7 @@ impl ProviderMetrics {
             consecutive_failures: Gauge::new(0.0),
             last_probe: Gauge::absent(),
             finalized_lag: Gauge::absent(),
+            safe_lag: Gauge::absent(),
             capabilities: capabilities
                 .iter()
                 .map(|c| CapabilityMetrics::new(chain, provider, *c))
@@ -147,7 +150,7 @@ type ProviderCounter = (&'static str, &'static str, fn(&ProviderMetrics) -> &Cou
 
 /// Each per-provider gauge: its name, its help and its field (the bench renders the same families
 /// through another writer).
-pub const PROVIDER_GAUGES: [ProviderGauge; 10] = [
+pub const PROVIDER_GAUGES: [ProviderGauge; 11] = [
     (names::UP, "1 if the last probe succeeded and the chain id matches, else 0. A probe fails only when a second attempt confirms the failure.", |p| &p.up),
     (names::CHAIN_ID_MATCH, "1 if the provider's eth_chainId matches the config, 0 if not; absent until checked.", |p| &p.chain_id_match),
     (names::PROBE_DURATION, "Time from the start of the last successful head request to its winning answer.", |p| &p.probe_duration),
@@ -158,6 +161,7 @@ pub const PROVIDER_GAUGES: [ProviderGauge; 10] = [
     ("ethrpc_probe_consecutive_failures", "Confirmed failed probes in a row; 0 after a success.", |p| &p.consecutive_failures),
     (names::LAST_PROBE, "Unix time the last probe of this provider finished, successful or not.", |p| &p.last_probe),
     ("ethrpc_finalized_block_lag", "Blocks the provider's finalized block is behind the highest finalized block its chain's providers answered in the last capability round ([chain.capabilities] finalized); absent unless probed.", |p| &p.finalized_lag),
+    ("ethrpc_safe_block_lag", "Blocks the provider's safe block is behind the highest safe block its chain's providers answered in the last capability round ([chain.capabilities] safe); absent unless probed.", |p| &p.safe_lag),
 ];
 
 const PROVIDER_COUNTERS: [ProviderCounter; 2] = [

@@ -278,21 +278,22 @@ impl<'a> Rpc<'a> {
         decode::<serde::de::IgnoredAny>("debug_traceCall", &bytes, self.redactor).map(drop)
     }
 
-    /// The number of the block `eth_getBlockByNumber("finalized", false)` answers.
-    pub async fn finalized_block(&self) -> Result<u64, ProbeError> {
+    /// The number of the block `eth_getBlockByNumber(tag, false)` answers (`tag` is
+    /// `finalized` or `safe`).
+    pub async fn tagged_block(&self, tag: &'static str) -> Result<u64, ProbeError> {
         let bytes = self
-            .call("eth_getBlockByNumber", json!(["finalized", false]))
+            .call("eth_getBlockByNumber", json!([tag, false]))
             .await?;
         let raw: Option<RawBlock> = decode("eth_getBlockByNumber", &bytes, self.redactor)?;
         let Some(raw) = raw else {
-            let mut e = ProbeError::new(Reason::InvalidResponse, "no finalized block");
+            let mut e = ProbeError::new(Reason::InvalidResponse, format!("no {tag} block"));
             e.refusal = Some(Refusal::MissingState);
             return Err(e);
         };
         parse_quantity(&raw.number).ok_or_else(|| {
             ProbeError::new(
                 Reason::InvalidResponse,
-                "finalized block number is not a hex quantity",
+                format!("{tag} block number is not a hex quantity"),
             )
         })
     }

@@ -78,7 +78,7 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
         "[exporter]\nprobe_interval = \"500ms\"\nprobe_timeout = \"2s\"\n\
          [[chain]]\nname = \"dev\"\nchain_id = 31337\nbackend = \"rpc\"\n\
          [chain.capabilities]\ninterval = \"10s\"\narchive_block = 1\nlogs_blocks = 1000\n\
-         trace = true\nfinalized = true\n\
+         trace = true\nfinalized = true\nsafe = true\n\
          [[chain.provider]]\nname = \"p1\"\nurl = \"{}\"\n\
          [[chain.provider]]\nname = \"p2\"\nurl = \"{}\"\n\
          [[chain.provider]]\nname = \"p3\"\nurl = \"{}\"\n\
@@ -104,14 +104,16 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
             let logs_judged = capability(&text, "p3", "logs", "missing_logs").is_some();
             let judged = logs_judged
                 && ["p1", "p2", "p3"].iter().all(|p| {
-                    ["archive", "logs", "trace", "finalized"].iter().all(|c| {
-                        sample(
-                            &text,
-                            "ethrpc_capability",
-                            &[("provider", p), ("capability", c)],
-                        )
-                        .is_some()
-                    })
+                    ["archive", "logs", "trace", "finalized", "safe"]
+                        .iter()
+                        .all(|c| {
+                            sample(
+                                &text,
+                                "ethrpc_capability",
+                                &[("provider", p), ("capability", c)],
+                            )
+                            .is_some()
+                        })
                 });
             judged.then_some(text)
         },
@@ -122,14 +124,17 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
         ("p1", "logs", "ok", 1.0),
         ("p1", "trace", "ok", 1.0),
         ("p1", "finalized", "ok", 1.0),
+        ("p1", "safe", "ok", 1.0),
         ("p2", "archive", "missing_state", 0.0),
         ("p2", "logs", "ok", 1.0),
         ("p2", "trace", "method_unavailable", 0.0),
         ("p2", "finalized", "ok", 1.0),
+        ("p2", "safe", "ok", 1.0),
         ("p3", "archive", "ok", 1.0),
         ("p3", "logs", "missing_logs", 0.0),
         ("p3", "trace", "ok", 1.0),
         ("p3", "finalized", "ok", 1.0),
+        ("p3", "safe", "ok", 1.0),
         ("p4", "archive", "ok", 1.0),
     ] {
         assert_eq!(
@@ -150,11 +155,13 @@ async fn pruned_traceless_and_logless_providers_are_found_out_with_their_reasons
             Some(1.0),
             "{p}: the head is fine"
         );
-        assert!(
-            sample(&text, "ethrpc_finalized_block_lag", &labels).is_some_and(|lag| lag <= 2.0),
-            "{p}: the nodes finalize together"
-        );
-        for c in ["archive", "logs", "trace", "finalized"] {
+        for lag in ["ethrpc_finalized_block_lag", "ethrpc_safe_block_lag"] {
+            assert!(
+                sample(&text, lag, &labels).is_some_and(|lag| lag <= 2.0),
+                "{p}: the nodes finalize together ({lag})"
+            );
+        }
+        for c in ["archive", "logs", "trace", "finalized", "safe"] {
             let series = [("provider", p), ("capability", c)];
             assert_eq!(
                 sample(&text, "ethrpc_capability_probe_failures_total", &series),

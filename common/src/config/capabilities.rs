@@ -1,5 +1,6 @@
 //! `[chain.capabilities]`: what the exporter asks each provider besides its head, at a low
-//! cadence of its own: state at an old block (archive), logs, tracing, the finalized block.
+//! cadence of its own: state at an old block (archive), logs, tracing, the finalized and safe
+//! blocks.
 //! Clients call these methods, and a provider that answers its head fine can still fail them
 //! (a pruned node, a plan without `debug_*`, a replica that returns `[]` for logs it lacks).
 
@@ -32,6 +33,8 @@ pub struct CapabilitiesConfig {
     pub trace: bool,
     /// The finalized block: `eth_getBlockByNumber("finalized")`, its lag behind the peers'.
     pub finalized: bool,
+    /// The safe block: `eth_getBlockByNumber("safe")`, its lag behind the peers'.
+    pub safe: bool,
 }
 
 /// What the logs probe asks for.
@@ -63,6 +66,8 @@ pub(super) struct RawCapabilities {
     trace: bool,
     #[serde(default, skip_serializing_if = "Not::not")]
     finalized: bool,
+    #[serde(default, skip_serializing_if = "Not::not")]
+    safe: bool,
 }
 
 impl RawCapabilities {
@@ -111,10 +116,15 @@ impl RawCapabilities {
                 Some(LogsProbe { blocks, address })
             }
         };
-        if self.archive_block.is_none() && logs.is_none() && !self.trace && !self.finalized {
+        if self.archive_block.is_none()
+            && logs.is_none()
+            && !self.trace
+            && !self.finalized
+            && !self.safe
+        {
             return Err((
                 format!("{at}.capabilities"),
-                "enables no probe; set archive_block, logs_blocks, trace = true or finalized = true, or remove the section".into(),
+                "enables no probe; set archive_block, logs_blocks, trace = true, finalized = true or safe = true, or remove the section".into(),
             ));
         }
         Ok(CapabilitiesConfig {
@@ -123,6 +133,7 @@ impl RawCapabilities {
             logs,
             trace: self.trace,
             finalized: self.finalized,
+            safe: self.safe,
         })
     }
 }
@@ -134,6 +145,7 @@ impl CapabilitiesConfig {
             + usize::from(self.logs.is_some())
             + usize::from(self.trace)
             + usize::from(self.finalized)
+            + usize::from(self.safe)
     }
 }
 
@@ -152,6 +164,7 @@ impl From<&CapabilitiesConfig> for RawCapabilities {
             logs_address: c.logs.as_ref().and_then(|l| l.address.clone()),
             trace: c.trace,
             finalized: c.finalized,
+            safe: c.safe,
         }
     }
 }

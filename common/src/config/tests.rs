@@ -89,6 +89,7 @@ logs_blocks = 50
 logs_address = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 trace = true
 finalized = true
+safe = true
 
 [[chain.provider]]
 name = "quicknode"
@@ -257,8 +258,8 @@ fn the_printed_config_reads_back_as_the_same_config() {
     assert_eq!(caps.interval, Duration::from_secs(1800));
     assert_eq!(caps.archive_block, Some(1_000_000));
     assert_eq!(caps.logs.as_ref().map(|l| l.blocks), Some(50));
-    assert!(caps.trace && caps.finalized);
-    assert_eq!(caps.probes(), 4);
+    assert!(caps.trace && caps.finalized && caps.safe);
+    assert_eq!(caps.probes(), 5);
     assert_eq!(config.chains[1].capabilities, None, "off unless set");
     let printed = config.to_string();
     assert_no_secret("the printed config", &printed);

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 
 use super::{deadline_from_now, ChainProber};
-use crate::capability::{finalized_lags, judge, logs_range, Answer, Capability, Finding};
+use crate::capability::{judge, logs_range, tag_lags, Answer, Capability, Finding};
 use crate::confirm::{confirm, Confirmed};
 use crate::reason::Reason;
 use crate::rpc::{ProbeError, Rpc};
@@ -90,10 +90,14 @@ impl ChainProber {
         });
         let answers: Vec<Option<Answer>> = join_all(asks).await;
         let findings = judge(&answers);
-        if capability == Capability::Finalized {
-            for (p, lag) in self.metrics.providers.iter().zip(finalized_lags(&answers)) {
+        if capability.block_tag().is_some() {
+            for (p, lag) in self.metrics.providers.iter().zip(tag_lags(&answers)) {
+                let gauge = match capability {
+                    Capability::Safe => &p.safe_lag,
+                    _ => &p.finalized_lag,
+                };
                 if let Some(lag) = lag {
-                    p.finalized_lag.set(lag as f64);
+                    gauge.set(lag as f64);
                 }
             }
         }
@@ -165,10 +169,11 @@ impl ChainProber {
                         move || async move { rpc.trace_call().await.map(|()| Answer::Served) };
                     confirm(deadline, traced).await
                 }
-                Capability::Finalized => {
-                    let finalized =
-                        move || async move { rpc.finalized_block().await.map(Answer::Finalized) };
-                    confirm(deadline, finalized).await
+                Capability::Finalized | Capability::Safe => {
+                    let tag = capability.as_str();
+                    let tagged =
+                        move || async move { rpc.tagged_block(tag).await.map(Answer::Tagged) };
+                    confirm(deadline, tagged).await
                 }
             }
         };
