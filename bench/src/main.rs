@@ -409,7 +409,8 @@ async fn main() -> anyhow::Result<()> {
     }
     if !cli.short && cli.wants(Part::RpcErrors) {
         let heading = "JSON-RPC errors inside HTTP 200";
-        let text = routing::run(false, &[routing::Scenario::RpcErrors], heading).await?;
+        let scenarios = [routing::Scenario::RpcErrors, routing::Scenario::Reverts];
+        let text = routing::run(false, &scenarios, heading).await?;
         parts.push(("rpc-errors", format!("{stamp}{text}")));
     }
     for (_, text) in &parts {

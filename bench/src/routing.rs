@@ -2,7 +2,8 @@
 //! HAProxy's counters, on the bench's real parts. Four scenarios, each in its own submodule:
 //! [`ratelimit`] (a provider with a plan limit), [`tiers`] (a reserve behind two primaries that
 //! go down), [`passive`] (a provider failing clients' calls but not the probes, with 502s or, as
-//! the `rpc-errors` part, with JSON-RPC errors inside a 200) and [`capacity`] (stray 429s,
+//! the `rpc-errors` part, with JSON-RPC errors inside a 200, beside [`reverts`], every provider
+//! answering the client's own errors) and [`capacity`] (stray 429s,
 //! clients' 400s and plans too tight for the demand). A full run
 //! gives each scenario its own stack, one after the other; the short run puts one arm of each on
 //! one stack and runs them side by side.
@@ -10,6 +11,7 @@
 mod capacity;
 mod passive;
 mod ratelimit;
+mod reverts;
 mod tiers;
 
 use std::fmt::Write as _;
@@ -99,6 +101,7 @@ pub enum Scenario {
     Passive,
     Capacity,
     RpcErrors,
+    Reverts,
 }
 
 impl Scenario {
@@ -113,6 +116,7 @@ impl Scenario {
             Scenario::Passive => passive::arms(passive::Failure::BadGateway, short),
             Scenario::Capacity => capacity::arms(short),
             Scenario::RpcErrors => passive::arms(passive::Failure::HeaderNotFound, short),
+            Scenario::Reverts => reverts::arms(),
         }
     }
 
@@ -126,6 +130,7 @@ impl Scenario {
             Scenario::RpcErrors => {
                 passive::run(passive::Failure::HeaderNotFound, stack, timing).await
             }
+            Scenario::Reverts => reverts::run(stack, timing).await,
         }
     }
 }
