@@ -13,14 +13,12 @@ use futures::stream::{self, StreamExt};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame};
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use testkit::free_port;
 use testkit::haproxy::HaproxyProcess;
-use tokio::task::JoinHandle;
 
 use crate::cost::peak_rss_mib;
+use crate::local_server::{request_body, LocalServer};
 use crate::stack::shipped_backend_options;
 use crate::stats::{quantile, table};
 
@@ -52,29 +50,13 @@ fn large_answer() -> Bytes {
     Bytes::from(text)
 }
 
-/// A JSON-RPC responder on loopback: `eth_getLogs` gets the large answer, with a
-/// `Content-Length`, or chunked when its params say `"chunked"`; anything else a short result.
-struct Responder {
-    port: u16,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
+/// The responder's answer: to `eth_getLogs` the large answer, with a `Content-Length`, or
+/// chunked when its params say `"chunked"`; to anything else a short result.
 async fn answer(
     req: Request<hyper::body::Incoming>,
     large: Bytes,
 ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = request_body(req).await;
     let has = |word: &[u8]| body.windows(word.len()).any(|w| w == word);
     let reply = if !has(b"eth_getLogs") {
         Full::new(Bytes::from_static(
@@ -95,26 +77,6 @@ async fn answer(
         Full::new(large).boxed()
     };
     Ok(Response::new(reply))
-}
-
-impl Responder {
-    async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let large = large_answer();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let large = large.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(req, large.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Self { port, task })
-    }
 }
 
 /// The shipped backend's options without the lines that read answer bodies and count them.
@@ -189,7 +151,8 @@ async fn measure(options: &str, upstream: u16) -> anyhow::Result<Measured> {
 }
 
 pub async fn run() -> anyhow::Result<String> {
-    let responder = Responder::start().await?;
+    let large = large_answer();
+    let responder = LocalServer::start(move |req| answer(req, large.clone())).await?;
     let shipped = shipped_backend_options()?;
     let plain = without_counting(&shipped);
     anyhow::ensure!(

@@ -10,16 +10,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actuator::cycle::{Actuator, Mode};
 use actuator::metrics::Stage;
 use common::config::Config;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use testkit::haproxy::HaproxyProcess;
 use testkit::prometheus::PrometheusProcess;
 use testkit::{free_port, get_text, wait_for, TempDir};
-use tokio::task::JoinHandle;
 
+use crate::local_server::{request_body, LocalServer};
 use crate::stack::spawn;
 use crate::stats::quantile;
 
@@ -28,15 +26,8 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Answers every provider at once and records when each probe arrived.
 struct Responder {
-    port: u16,
+    server: LocalServer,
     arrivals: Arc<Mutex<Vec<(usize, Instant)>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 async fn answer(
@@ -50,12 +41,7 @@ async fn answer(
         .trim_start_matches("/p")
         .parse()
         .unwrap_or(usize::MAX);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = request_body(req).await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -77,26 +63,10 @@ async fn answer(
 
 impl Responder {
     async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
         let arrivals: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
         let recorded = arrivals.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let recorded = recorded.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(req, recorded.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Self {
-            port,
-            arrivals,
-            task,
-        })
+        let server = LocalServer::start(move |req| answer(req, recorded.clone())).await?;
+        Ok(Self { server, arrivals })
     }
 
     fn take(&self) -> Vec<(usize, Instant)> {
@@ -196,7 +166,7 @@ pub async fn measure(n: usize, measure: Duration) -> anyhow::Result<(ExporterCos
     let dir = TempDir::new("cost");
     let responder = Responder::start().await?;
     let exporter_port = free_port();
-    let exporter_text = config_text(n, responder.port, exporter_port, "");
+    let exporter_text = config_text(n, responder.server.port, exporter_port, "");
     let exporter = spawn(dir.path(), "ethrpc-exporter", "exporter", &exporter_text)?;
     let pid = exporter.id().unwrap_or(0);
     let base = format!("http://127.0.0.1:{exporter_port}");
@@ -274,7 +244,7 @@ pub async fn measure(n: usize, measure: Duration) -> anyhow::Result<(ExporterCos
         haproxy.admin_socket.display(),
         free_port()
     );
-    let actuator_text = config_text(n, responder.port, exporter_port, &actuator_section);
+    let actuator_text = config_text(n, responder.server.port, exporter_port, &actuator_section);
     let config = Config::parse(Path::new("actuator.toml"), &actuator_text, |_| None)?;
     let actuator = Actuator::new(config)?;
     let mut cycles: Vec<Vec<f64>> = Vec::new();

@@ -10,6 +10,7 @@ mod cost;
 mod failover;
 mod flap;
 mod load;
+mod local_server;
 mod metrics_library;
 mod noisy;
 mod recorder;
