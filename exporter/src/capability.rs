@@ -92,14 +92,6 @@ impl Capability {
             }
         }
     }
-
-    /// The block tag this capability asks for, if it is one.
-    pub fn block_tag(self) -> Option<&'static str> {
-        match self {
-            Capability::Finalized | Capability::Safe => Some(self.as_str()),
-            Capability::Archive | Capability::Logs | Capability::Trace => None,
-        }
-    }
 }
 
 impl From<Refusal> for Finding {

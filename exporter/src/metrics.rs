@@ -131,6 +131,15 @@ impl ProviderMetrics {
             .find(|c| c.capability == capability)
     }
 
+    /// The lag gauge of a block-tag capability (`finalized`, `safe`); `None` for the others.
+    pub fn tag_lag(&self, capability: Capability) -> Option<&Gauge> {
+        match capability {
+            Capability::Finalized => Some(&self.finalized_lag),
+            Capability::Safe => Some(&self.safe_lag),
+            Capability::Archive | Capability::Logs | Capability::Trace => None,
+        }
+    }
+
     /// `ethrpc_probe_errors_total` for `reason`.
     pub fn errors(&self, reason: Reason) -> &Counter {
         &self.errors[reason as usize]

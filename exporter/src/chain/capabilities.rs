@@ -90,15 +90,9 @@ impl ChainProber {
         });
         let answers: Vec<Option<Answer>> = join_all(asks).await;
         let findings = judge(&answers);
-        if capability.block_tag().is_some() {
-            for (p, lag) in self.metrics.providers.iter().zip(tag_lags(&answers)) {
-                let gauge = match capability {
-                    Capability::Safe => &p.safe_lag,
-                    _ => &p.finalized_lag,
-                };
-                if let Some(lag) = lag {
-                    gauge.set(lag as f64);
-                }
+        for (p, lag) in self.metrics.providers.iter().zip(tag_lags(&answers)) {
+            if let (Some(gauge), Some(lag)) = (p.tag_lag(capability), lag) {
+                gauge.set(lag as f64);
             }
         }
         let chain = self.config.name.as_str();
